@@ -1,0 +1,34 @@
+# suture — the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench check lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: start the demo app, let it break, watch suture heal it, print the history
+demo: $(STAMP)
+	$(BIN)/suture demo
+
+## test: the whole suite (unit, integration, end to end)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## bench: benchmarks; each prints a table with the command that produced it
+bench: $(STAMP)
+	$(BIN)/python tests/bench/run.py
+
+## check: lint and types
+check: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/ruff check engine sidecar tests
+	$(BIN)/mypy engine sidecar
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
