@@ -1,0 +1,178 @@
+"""Actions: what a fix does, planned before anything is touched.
+
+File actions (``adjust``, ``set``, ``replace``) are *planned*: each target is
+resolved (links followed, allowed_paths checked), read without following a
+link, and edited in memory; several actions on one file chain. The plan holds
+the exact bytes before and after, so the journal knows both hashes before a
+byte is written, and a no-op change is dropped (nothing is written).
+
+Other actions (``restart``, ``exec``, ``notify``) are *effects*: the sidecar
+carries them out through an :class:`EffectRunner` it passes in, because they
+wait on the world (the Docker API, a child process, a webhook).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .backup import read_nofollow, sha256_bytes
+from .edits import (
+    Span,
+    TextEdit,
+    adjust_value,
+    edit_value,
+    format_number,
+    format_of,
+    parse_number,
+    replace_text,
+)
+from .errors import ActionError, EditError, PathRefused
+from .paths import resolve_target
+from .playbook import Action, Adjust, Replace, SetValue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One value changed by one action (for the journal, the history and people)."""
+
+    file: str
+    action: str
+    target: str  # the key, or the regex
+    old: str
+    new: str
+    line: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.file, "action": self.action, "target": self.target,
+                "old": self.old, "new": self.new, "line": self.line}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilePlan:
+    """A file's bytes before and after the fix."""
+
+    path: str  # as the playbook names it
+    real: Path  # resolved, link-free
+    before: bytes
+    after: bytes
+    stat: os.stat_result
+    changes: tuple[Change, ...]
+
+    @property
+    def pre_sha(self) -> str:
+        return sha256_bytes(self.before)
+
+    @property
+    def post_sha(self) -> str:
+        return sha256_bytes(self.after)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    files: tuple[FilePlan, ...]
+    effects: tuple[Action, ...]
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(c for f in self.files for c in f.changes)
+
+    @property
+    def empty(self) -> bool:
+        return not self.files and not self.effects
+
+
+class EffectRunner(Protocol):
+    """Carries out restart / exec / notify; raises ActionError when one fails."""
+
+    def run(self, action: Action, context: Mapping[str, Any]) -> str: ...
+
+
+def _decode(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EditError(f"{path}: not UTF-8 text (byte {exc.start}); suture edits text files only") from exc
+
+
+def _edit(action: Action, text: str) -> TextEdit:
+    fmt = format_of(action.file)  # type: ignore[union-attr]
+    if isinstance(action, Adjust):
+
+        def compute(span: Span) -> str:
+            old = parse_number(span.text)
+            new = adjust_value(old, action.op, action.amount, action.minimum, action.maximum, action.round_to)
+            return format_number(new, span.text)
+
+        return edit_value(text, fmt, key=action.key, regex=action.regex, compute=compute)
+    if isinstance(action, SetValue):
+
+        def literal(span: Span) -> str:
+            v = action.value
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, int):
+                return str(v)
+            if isinstance(v, float):
+                return format_number(v, span.text)
+            if not span.quoted and fmt in ("json", "toml"):
+                raise EditError(f"setting a string on an unquoted {fmt} value would change its type")
+            return str(v)
+
+        return edit_value(text, fmt, key=action.key, regex=None, compute=literal)
+    if isinstance(action, Replace):
+        return replace_text(text, action.regex, action.with_)
+    raise ActionError(f"{type(action).__name__} is not a file action")
+
+
+def plan_fix(
+    actions: Sequence[Action],
+    *,
+    target_root: Path,
+    allowed: Sequence[Path],
+    read: Callable[[Path], bytes] = read_nofollow,
+) -> Plan:
+    """Resolve, read and edit in memory; raise ActionError (PathRefused, EditError, AtBound)."""
+    order: list[str] = []
+    state: dict[str, tuple[Path, bytes, str, os.stat_result, list[Change]]] = {}
+    effects: list[Action] = []
+    for action in actions:
+        if not isinstance(action, (Adjust, SetValue, Replace)):
+            effects.append(action)
+            continue
+        where = f" ({action.at})"
+        if action.file not in state:
+            try:
+                real = resolve_target(target_root, allowed, action.file)
+                before = read(real)
+                st = os.stat(real)
+            except PathRefused as exc:
+                raise PathRefused(f"{exc}{where}") from None
+            except FileNotFoundError as exc:
+                raise EditError(f"{action.file} does not exist{where}") from exc
+            except OSError as exc:
+                raise EditError(f"cannot read {action.file}: {exc.strerror}{where}") from exc
+            order.append(action.file)
+            state[action.file] = (real, before, _decode(before, action.file), st, [])
+        real, before, text, st, changes = state[action.file]
+        try:
+            edit = _edit(action, text)
+        except ActionError as exc:
+            raise type(exc)(f"{action.file}: {exc}{where}") from None
+        if edit.changed:
+            target = getattr(action, "key", None) or getattr(action, "regex", "") or ""
+            changes.append(
+                Change(file=action.file, action=type(action).__name__.lower().replace("setvalue", "set"),
+                       target=target, old=edit.old, new=edit.new, line=edit.line)
+            )
+        state[action.file] = (real, before, edit.text, st, changes)
+    files = []
+    for name in order:
+        real, before, text, st, changes = state[name]
+        after = text.encode("utf-8")
+        if after != before:
+            files.append(FilePlan(path=name, real=real, before=before, after=after, stat=st, changes=tuple(changes)))
+    return Plan(files=tuple(files), effects=tuple(effects))

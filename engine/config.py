@@ -1,0 +1,192 @@
+"""The sidecar's configuration (``suture.yaml``): one frozen object built at start-up.
+
+Relative paths resolve against the folder that holds the config file, so a
+config works the same from any working directory. The environment is
+injected (``env``), never read behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .documents import Document, load_checked
+from .errors import DocumentError, Problem
+from .playbook import Learning, parse_duration
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceConfig:
+    name: str
+    file: str | None = None  # absolute glob
+    container: str | None = None
+    timestamp_format: str | None = None
+    timestamp_regex: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeConfig:
+    name: str
+    kind: Literal["http", "tcp", "postgres", "redis"]
+    target: str
+    interval: float = 10.0
+    timeout: float = 2.0
+    expect_status: int | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token_env: str = "SUTURE_TOKEN"
+    token: str | None = None  # read from token_env at load time
+    cors_origin: str | None = None
+
+    @property
+    def listen(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    file: Path
+    target_root: Path
+    allowed_paths: tuple[Path, ...]
+    playbooks: Path
+    state_dir: Path
+    threshold: float = 85.0
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    probes: Mapping[str, ProbeConfig] = field(default_factory=dict)
+    metrics_interval: float = 5.0
+    processes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    docker_url: str | None = None
+    api: ApiConfig = ApiConfig()
+    notify_webhook: str | None = None
+    learning: Learning = Learning()
+    fleet: str | None = None
+    max_line_bytes: int = 64 * 1024
+    fixes_per_hour: int = 20
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "suture.duckdb"
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (base / path)
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
+    """Load and check ``suture.yaml``; raise DocumentError naming file, line and key."""
+    path = Path(path)
+    doc = load_checked(path, "config", display=str(path))
+    return build_config(doc, path, os.environ if env is None else env)
+
+
+def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
+    data: dict[str, Any] = doc.data
+    base = path.resolve().parent
+    problems: list[Problem] = []
+
+    def duration(key: tuple[str | int, ...], text: str | None, default: float) -> float:
+        if text is None:
+            return default
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            problems.append(doc.problem(key, str(exc)))
+            return default
+
+    target_root = _resolve(base, data["target_root"])
+    allowed: list[Path] = []
+    for i, entry in enumerate(data.get("allowed_paths", [])):
+        p = Path(entry)
+        if p.is_absolute() or ".." in p.parts:
+            problems.append(
+                doc.problem(("allowed_paths", i), f"'{entry}' must be relative to target_root, without '..'")
+            )
+            continue
+        allowed.append(target_root / p)
+
+    sources: dict[str, SourceConfig] = {}
+    for name, spec in data.get("sources", {}).items():
+        at = ("sources", name)
+        if ("file" in spec) == ("container" in spec):
+            problems.append(doc.problem(at, "a source needs exactly one of file, container"))
+            continue
+        ts = spec.get("timestamp", {})
+        sources[name] = SourceConfig(
+            name=name,
+            file=str(_resolve(base, spec["file"])) if "file" in spec else None,
+            container=spec.get("container"),
+            timestamp_format=ts.get("format"),
+            timestamp_regex=ts.get("regex"),
+        )
+
+    probes: dict[str, ProbeConfig] = {}
+    for name, spec in data.get("probes", {}).items():
+        at = ("probes", name)
+        kinds = [k for k in ("http", "tcp", "postgres", "redis") if k in spec]
+        if len(kinds) != 1:
+            problems.append(doc.problem(at, "a probe needs exactly one of http, tcp, postgres, redis"))
+            continue
+        kind = kinds[0]
+        probes[name] = ProbeConfig(
+            name=name,
+            kind=kind,  # type: ignore[arg-type]
+            target=spec[kind],
+            interval=duration((*at, "interval"), spec.get("interval"), 10.0),
+            timeout=duration((*at, "timeout"), spec.get("timeout"), 2.0),
+            expect_status=spec.get("expect_status"),
+            body=spec.get("body"),
+        )
+
+    api_spec = data.get("api", {})
+    host, _, port = api_spec.get("listen", "127.0.0.1:8765").rpartition(":")
+    host = host.strip("[]")
+    if not 0 <= int(port) < 65536:
+        problems.append(doc.problem(("api", "listen"), f"port {port} is out of range"))
+    token_env = api_spec.get("token_env", "SUTURE_TOKEN")
+    api = ApiConfig(
+        enabled=api_spec.get("enabled", True),
+        host=host,
+        port=int(port),
+        token_env=token_env,
+        token=env.get(token_env) or None,
+        cors_origin=api_spec.get("cors_origin"),
+    )
+
+    learning_spec = data.get("learning", {})
+    metrics_spec = data.get("metrics", {})
+    limits = data.get("limits", {})
+    metrics_interval = duration(("metrics", "interval"), metrics_spec.get("interval"), 5.0)
+    if problems:
+        raise DocumentError(problems)
+    return Config(
+        file=path.resolve(),
+        target_root=target_root,
+        allowed_paths=tuple(allowed),
+        playbooks=_resolve(base, data.get("playbooks", "./playbooks")),
+        state_dir=_resolve(base, data.get("state_dir", "./.suture")),
+        threshold=float(data.get("threshold", 85)),
+        sources=sources,
+        probes=probes,
+        metrics_interval=metrics_interval,
+        processes=metrics_spec.get("processes", {}),
+        docker_url=data.get("docker", {}).get("url"),
+        api=api,
+        notify_webhook=data.get("notify", {}).get("webhook"),
+        learning=Learning(
+            model=learning_spec.get("model", "beta"),
+            prior_weight=float(learning_spec.get("prior_weight", 10)),
+        ),
+        fleet=str(_resolve(base, learning_spec["fleet"])) if "fleet" in learning_spec else None,
+        max_line_bytes=int(limits.get("max_line_bytes", 64 * 1024)),
+        fixes_per_hour=int(limits.get("fixes_per_hour", 20)),
+    )

@@ -1,0 +1,397 @@
+"""A fix's life: decided -> planned -> backed_up -> applied -> validating -> final.
+
+Every step is journaled in DuckDB *before* the next one starts, so start-up
+recovery (:meth:`Executor.recover`) can drive any unfinished fix to a final
+state from the journal and the files' hashes alone:
+
+- nothing is written before the plan (targets, pre- and post-image hashes)
+  and a verified backup are on record;
+- a file is written only if it still holds the pre-image (else: conflict,
+  nothing written);
+- a rollback restores a file only if it still holds what suture wrote
+  (else: conflict, left for a person);
+- a validation window cut short by a restart is never a pass.
+
+The executor does not wait: the sidecar calls :meth:`Executor.start`, feeds
+the returned :class:`FixRun`'s judge, and calls :meth:`Executor.settle`
+when the judge reaches a verdict. Time is always an argument.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .actions import EffectRunner, FilePlan, Plan, plan_fix
+from .backup import BackupStore, FileRecord, Manifest, atomic_write, read_nofollow, sha256_bytes
+from .config import Config
+from .decide import Decision
+from .errors import ActionError, AtBound, BackupError, Conflict
+from .playbook import Playbook
+from .store import Store
+from .validation import Judge, Verdict
+
+log = logging.getLogger("suture.executor")
+
+IdFactory = Callable[[str, float], str]
+
+
+def new_id(prefix: str, now: float) -> str:
+    """``f-20261126T013000Z-3fa2c1``: sortable by time, unique by its random tail."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class FixRun:
+    """A fix that has been applied and is being validated."""
+
+    fix_id: str
+    playbook: Playbook
+    decision: Decision
+    plan: Plan
+    manifest: Manifest | None
+    judge: Judge
+    started_at: float
+    errors_before: int | None = None
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    fix_id: str
+    playbook_id: str
+    status: str
+    detail: str
+    backup_id: str | None = None
+
+
+class Executor:
+    """Carries decisions out against the files, the journal and the backup store."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        backups: BackupStore,
+        effects: EffectRunner | None = None,
+        ids: IdFactory = new_id,
+        hooks: Mapping[str, Callable[..., None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.backups = backups
+        self.effects = effects
+        self.ids = ids
+        self.hooks = dict(hooks or {})  # kill points for the crash tests
+
+    def _hook(self, name: str, *args: Any) -> None:
+        hook = self.hooks.get(name)
+        if hook is not None:
+            hook(*args)
+
+    # -- starting a fix --
+
+    def record(
+        self,
+        pb: Playbook,
+        decision: Decision,
+        *,
+        now: float,
+        facts: tuple[str, ...] = (),
+        errors_before: int | None = None,
+        proposal_id: str | None = None,
+        approved_by: str | None = None,
+    ) -> str:
+        """Insert the fix row and its first steps; return the fix id."""
+        fix_id = self.ids("f", now)
+        types = sorted({type(a).__name__.lower().replace("setvalue", "set") for a in pb.fix})
+        self.store.begin_fix(
+            fix_id,
+            decision,
+            status="matched",
+            playbook_version=pb.digest[:12],
+            fix_types=types,
+            errors_before=errors_before,
+            proposal_id=proposal_id,
+            approved_by=approved_by,
+        )
+        self.store.step(fix_id, "matched", now, {"facts": list(facts), "labels": dict(decision.labels)})
+        self.store.step(
+            fix_id,
+            "decided",
+            now,
+            {"verdict": decision.verdict, "reason": decision.reason, "adjusted": decision.adjusted_confidence,
+             "threshold": decision.threshold},
+        )
+        return fix_id
+
+    def start(
+        self,
+        pb: Playbook,
+        decision: Decision,
+        *,
+        now: float,
+        facts: tuple[str, ...] = (),
+        errors_before: int | None = None,
+        proposal_id: str | None = None,
+        approved_by: str | None = None,
+    ) -> FixRun | Outcome:
+        """Record the decision; for ``apply``, back up, apply and open the validation window."""
+        fix_id = self.record(
+            pb, decision, now=now, facts=facts, errors_before=errors_before,
+            proposal_id=proposal_id, approved_by=approved_by,
+        )
+        if decision.verdict != "apply":
+            status = {"propose": "proposed", "shadow": "shadow", "skip": "skipped"}[decision.verdict]
+            detail = decision.reason
+            if decision.verdict in ("propose", "shadow"):
+                try:
+                    plan = self._plan(pb)
+                    self.store.update(fix_id, changes=[c.as_json() for c in plan.changes])
+                    detail = f"{decision.reason}; would {_summary(plan)}"
+                except ActionError as exc:
+                    detail = f"{decision.reason}; no fix possible now: {exc}"
+            self.store.finish(fix_id, status, now, detail=detail)
+            return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail)
+        return self._apply(fix_id, pb, decision, now=now, errors_before=errors_before)
+
+    def _plan(self, pb: Playbook) -> Plan:
+        return plan_fix(pb.fix, target_root=self.config.target_root, allowed=self.config.allowed_paths)
+
+    def _apply(self, fix_id: str, pb: Playbook, decision: Decision, *, now: float, errors_before: int | None) -> FixRun | Outcome:
+        try:
+            plan = self._plan(pb)
+        except AtBound as exc:
+            return self._final(fix_id, pb, "exhausted", now, str(exc))
+        except ActionError as exc:
+            return self._final(fix_id, pb, "failed", now, f"cannot plan the fix: {exc}")
+        if plan.empty:
+            return self._final(fix_id, pb, "exhausted", now, "the fix would change nothing")
+        self.store.update(fix_id, status="planned", changes=[c.as_json() for c in plan.changes])
+        self.store.step(
+            fix_id,
+            "planned",
+            now,
+            {"files": [{"path": f.path, "real": str(f.real), "pre": f.pre_sha, "post": f.post_sha} for f in plan.files],
+             "effects": [a.describe() for a in plan.effects]},
+        )
+        self._hook("after_intent", fix_id)
+        manifest = None
+        if plan.files:
+            backup_id = self.ids("b", now)
+            try:
+                manifest = self.backups.create(
+                    backup_id=backup_id,
+                    created_at=now,
+                    fix_id=fix_id,
+                    playbook_id=pb.id,
+                    confidence=decision.adjusted_confidence,
+                    reason=decision.reason,
+                    files=[(f.path, f.real, f.before, f.stat) for f in plan.files],
+                )
+            except BackupError as exc:
+                return self._final(fix_id, pb, "failed", now, f"not applied: {exc}")
+            self.store.update(fix_id, status="backed_up", backup_id=manifest.id)
+            self.store.step(fix_id, "backed_up", now, {"backup_id": manifest.id})
+            self._hook("after_backup", fix_id)
+        written: list[FilePlan] = []
+        try:
+            for fp in plan.files:
+                self._write(fp)
+                written.append(fp)
+                self.store.step(fix_id, "applied", now, {"path": fp.path, "post": fp.post_sha})
+                self._hook("after_apply_file", fix_id, fp.path)
+            self.store.update(fix_id, status="applied")
+            context = {"fix_id": fix_id, "playbook_id": pb.id, "labels": dict(decision.labels)}
+            for action in plan.effects:
+                if self.effects is None:
+                    raise ActionError(f"cannot {action.describe()}: no effect runner in this context")
+                result = self.effects.run(action, context)
+                self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
+        except (ActionError, BackupError, OSError) as exc:
+            reason = f"apply failed: {exc}"
+            log.warning("%s: %s", fix_id, reason)
+            status = self._undo(fix_id, pb, plan, manifest, now, reason, only=[f.path for f in written])
+            return self._final(fix_id, pb, "failed" if status != "conflict" else "conflict", now, reason)
+        judge = Judge(pb.validate, now)
+        self.store.update(fix_id, status="validating")
+        self.store.step(fix_id, "validating", now, {"until": judge.ends_at, "settle_until": judge.opens_at})
+        self._hook("validating", fix_id)
+        return FixRun(
+            fix_id=fix_id, playbook=pb, decision=decision, plan=plan, manifest=manifest,
+            judge=judge, started_at=now, errors_before=errors_before,
+        )
+
+    def _write(self, fp: FilePlan) -> None:
+        current = read_nofollow(fp.real)
+        if sha256_bytes(current) != fp.pre_sha:
+            raise ActionError(f"{fp.path} changed since it was backed up; nothing written")
+        atomic_write(
+            fp.real,
+            fp.after,
+            mode=fp.stat.st_mode & 0o7777,
+            owner=(fp.stat.st_uid, fp.stat.st_gid),
+            before_rename=self.hooks.get("before_rename"),
+        )
+        if sha256_bytes(read_nofollow(fp.real)) != fp.post_sha:
+            raise ActionError(f"{fp.path} does not read back as written")
+
+    # -- ending a fix --
+
+    def settle(self, run: FixRun, verdict: Verdict, now: float) -> Outcome:
+        """Commit a passed fix; roll back a breached, failed or inconclusive one."""
+        errors_after = run.judge.errors_after()
+        self.store.step(run.fix_id, "verdict", now, {"state": verdict.state, "reason": verdict.reason,
+                                                    "measured": run.judge.measured()})
+        if verdict.state == "passed":
+            return self._final(run.fix_id, run.playbook, "succeeded", now, verdict.reason, errors_after=errors_after)
+        if verdict.state == "inconclusive" and run.playbook.on_inconclusive == "keep":
+            return self._final(run.fix_id, run.playbook, "inconclusive", now, f"{verdict.reason}; kept (on_inconclusive: keep)", errors_after=errors_after)
+        status = self._undo(run.fix_id, run.playbook, run.plan, run.manifest, now, verdict.reason)
+        if status == "conflict":
+            final = "conflict"
+        elif verdict.state == "inconclusive":
+            final = "inconclusive"
+        else:
+            final = "rolled_back"
+        return self._final(run.fix_id, run.playbook, final, now, f"{verdict.reason}; {status}", errors_after=errors_after)
+
+    def _undo(
+        self, fix_id: str, pb: Playbook, plan: Plan, manifest: Manifest | None, now: float, reason: str,
+        only: list[str] | None = None,
+    ) -> str:
+        """Restore every written file that still holds what suture wrote; report conflicts."""
+        self.store.update(fix_id, status="rolling_back")
+        self.store.step(fix_id, "rolling_back", now, {"reason": reason})
+        self._hook("rolling_back", fix_id)
+        conflicts = []
+        restored = 0
+        if manifest is not None:
+            post = {f.path: f.post_sha for f in plan.files}
+            for record in manifest.files:
+                if only is not None and record.path not in only:
+                    continue
+                state = self._restore_one(record, post.get(record.path))
+                if state == "conflict":
+                    conflicts.append(record.path)
+                elif state == "restored":
+                    restored += 1
+        for action in pb.on_rollback:
+            if self.effects is not None:
+                try:
+                    result = self.effects.run(action, {"fix_id": fix_id, "playbook_id": pb.id, "rollback": True})
+                    self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
+                except ActionError as exc:
+                    self.store.step(fix_id, "effect_failed", now, {"action": action.describe(), "error": str(exc)})
+        if conflicts:
+            return "conflict"
+        return f"rolled back ({restored} file(s) restored, verified by sha256)"
+
+    def _restore_one(self, record: FileRecord, post_sha: str | None) -> str:
+        real = Path(record.real)
+        try:
+            current = sha256_bytes(read_nofollow(real))
+        except FileNotFoundError:
+            current = None
+        if current == record.sha256:
+            return "unchanged"
+        if post_sha is not None and current == post_sha:
+            self.backups.restore(record)
+            return "restored"
+        log.error("%s changed after suture wrote it; not rolling back over it", record.path)
+        return "conflict"
+
+    def _final(self, fix_id: str, pb: Playbook, status: str, now: float, detail: str, *, errors_after: int | None = None) -> Outcome:
+        self.store.finish(fix_id, status, now, detail=detail, errors_after=errors_after)
+        row = self.store.fix(fix_id) or {}
+        return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail, backup_id=row.get("backup_id"))
+
+    def post_images(self, fix_id: str) -> dict[str, str]:
+        """What suture wrote to each file of a fix (from its journal)."""
+        for step in self.store.steps(fix_id):
+            if step["step"] == "planned":
+                return {f["path"]: f["post"] for f in json.loads(step["detail"])["files"]}
+        return {}
+
+    def rollback_backup(self, backup_id: str, now: float, *, force: bool = False) -> list[str]:
+        """Restore a backup by hand (`suture rollback`); refuse files changed by others unless ``force``."""
+        manifest = self.backups.load(backup_id)
+        post = self.post_images(manifest.fix_id)
+        plans = []
+        for record in manifest.files:
+            try:
+                current: str | None = sha256_bytes(read_nofollow(Path(record.real)))
+            except FileNotFoundError:
+                current = None
+            if current == record.sha256:
+                plans.append((record, "unchanged"))
+            elif current == post.get(record.path) or force:
+                plans.append((record, "restore"))
+            else:
+                raise Conflict(
+                    f"{record.path} was changed after suture wrote it (sha256 {str(current)[:12]}); "
+                    "use --force to restore the backup over it"
+                )
+        done = []
+        for record, action in plans:
+            if action == "restore":
+                self.backups.restore(record)
+                done.append(record.path)
+        fix = self.store.fix(manifest.fix_id)
+        if fix is not None:
+            self.store.step(manifest.fix_id, "manual_rollback", now, {"backup_id": backup_id, "restored": done, "force": force})
+        return done
+
+    # -- start-up recovery --
+
+    def recover(self, now: float) -> list[Outcome]:
+        """Drive every unfinished fix to a final state (run before sources start)."""
+        outcomes = []
+        for row in self.store.unfinished():
+            fix_id = row["id"]
+            steps = {s["step"]: s for s in self.store.steps(fix_id)}
+            pb_id = row["playbook_id"]
+            if "backed_up" not in steps:
+                detail = "interrupted before any file was changed"
+                self.store.finish(fix_id, "failed", now, detail=detail)
+                outcomes.append(Outcome(fix_id=fix_id, playbook_id=pb_id, status="failed", detail=detail))
+                continue
+            planned = json.loads(steps["planned"]["detail"])
+            post = {f["path"]: f["post"] for f in planned["files"]}
+            try:
+                manifest = self.backups.load(row["backup_id"])
+            except BackupError as exc:
+                detail = f"interrupted; backup unreadable ({exc}); files left for a person"
+                self.store.finish(fix_id, "conflict", now, detail=detail)
+                outcomes.append(Outcome(fix_id=fix_id, playbook_id=pb_id, status="conflict", detail=detail))
+                continue
+            self.store.step(fix_id, "recovering", now, {"last_step": row["status"]})
+            conflicts = []
+            for record in manifest.files:
+                try:
+                    if self._restore_one(record, post.get(record.path)) == "conflict":
+                        conflicts.append(record.path)
+                except (BackupError, OSError) as exc:
+                    conflicts.append(f"{record.path} ({exc})")
+            was = "validation window cut short" if "validating" in steps else f"interrupted at {row['status']}"
+            if conflicts:
+                status, detail = "conflict", f"{was}; changed by someone else: {', '.join(conflicts)}"
+            else:
+                status, detail = "failed", f"{was}; rolled back on restart"
+            self.store.finish(fix_id, status, now, detail=detail)
+            outcomes.append(Outcome(fix_id=fix_id, playbook_id=pb_id, status=status, detail=detail, backup_id=row["backup_id"]))
+        return outcomes
+
+
+def _summary(plan: Plan) -> str:
+    parts = [f"change {c.file} {c.target}: {c.old} -> {c.new}" for c in plan.changes]
+    parts += [a.describe() for a in plan.effects]
+    return "; ".join(parts) if parts else "change nothing"

@@ -1,0 +1,337 @@
+"""The playbook model: frozen values built once from validated YAML.
+
+Nothing here parses YAML or touches files; ``engine.loader`` builds these.
+Leaf conditions carry a ``signal`` name derived from their content, so the
+same condition written in two playbooks is one signal, evaluated once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``'500ms'`` -> 0.5, ``'2m'`` -> 120.0. Raises ValueError on anything else."""
+    m = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (write 500ms, 30s, 2m, 1h or 1d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(round(seconds * 1000))}ms"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Where:
+    """Where a playbook element was written, for messages at run time."""
+
+    file: str
+    line: int
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} (at {self.path})"
+
+
+def _signal_name(kind: str, payload: object) -> str:
+    digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{kind}-{digest}"
+
+
+# --- conditions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogCondition:
+    """Lines of ``source`` matching ``pattern``: at least / at most N within a window."""
+
+    source: str
+    pattern: str
+    at_least: int | None = None
+    at_most: int | None = None
+    within: float | None = None  # None in validate.expect: the validation window
+    group_by: tuple[str, ...] = ()
+    at: Where = field(compare=False)
+
+    @property
+    def signal(self) -> str:
+        return _signal_name(
+            "log",
+            [self.source, self.pattern, self.at_least, self.at_most, self.within, list(self.group_by)],
+        )
+
+    def describe(self) -> str:
+        bound = f"at least {self.at_least}" if self.at_least is not None else f"at most {self.at_most}"
+        within = f" within {self.within:g}s" if self.within else ""
+        return f"{bound} line(s) of {self.source} matching /{self.pattern}/{within}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricCondition:
+    """A sampled metric above or below a value, for at least ``for_s`` seconds."""
+
+    name: str
+    above: float | None = None
+    below: float | None = None
+    for_s: float = 0.0
+    at: Where = field(compare=False)
+
+    @property
+    def signal(self) -> str:
+        return _signal_name("metric", [self.name, self.above, self.below, self.for_s])
+
+    def describe(self) -> str:
+        cmp = f"> {self.above:g}" if self.above is not None else f"< {self.below:g}"
+        sustained = f" for {self.for_s:g}s" if self.for_s else ""
+        return f"{self.name} {cmp}{sustained}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeCondition:
+    """A probe's status and/or latency, for at least ``for_s`` seconds."""
+
+    name: str
+    status: Literal["healthy", "unhealthy"] | None = None
+    latency_above_ms: float | None = None
+    latency_below_ms: float | None = None
+    for_s: float = 0.0
+    at: Where = field(compare=False)
+
+    @property
+    def signal(self) -> str:
+        return _signal_name(
+            "probe",
+            [self.name, self.status, self.latency_above_ms, self.latency_below_ms, self.for_s],
+        )
+
+    def describe(self) -> str:
+        parts = []
+        if self.status:
+            parts.append(self.status)
+        if self.latency_above_ms is not None:
+            parts.append(f"latency > {self.latency_above_ms:g}ms")
+        if self.latency_below_ms is not None:
+            parts.append(f"latency < {self.latency_below_ms:g}ms")
+        sustained = f" for {self.for_s:g}s" if self.for_s else ""
+        return f"probe {self.name} {' and '.join(parts)}{sustained}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerCondition:
+    """A container's state, or its restart count within a window."""
+
+    name: str
+    state: Literal["running", "exited", "restarting", "unhealthy"] | None = None
+    restarts_at_least: int | None = None
+    restarts_within: float | None = None
+    at: Where = field(compare=False)
+
+    @property
+    def signal(self) -> str:
+        return _signal_name(
+            "container", [self.name, self.state, self.restarts_at_least, self.restarts_within]
+        )
+
+    def describe(self) -> str:
+        if self.state:
+            return f"container {self.name} is {self.state}"
+        within = f" within {self.restarts_within:g}s" if self.restarts_within else ""
+        return f"container {self.name} restarted at least {self.restarts_at_least} time(s){within}"
+
+
+Leaf = Union[LogCondition, MetricCondition, ProbeCondition, ContainerCondition]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnyOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotOf:
+    item: Condition
+
+
+Condition = Union[Leaf, AllOf, AnyOf, NotOf]
+LEAF_TYPES = (LogCondition, MetricCondition, ProbeCondition, ContainerCondition)
+
+
+def leaves(condition: Condition) -> list[Leaf]:
+    """Every leaf of a condition tree, depth first."""
+    if isinstance(condition, (AllOf, AnyOf)):
+        return [leaf for item in condition.items for leaf in leaves(item)]
+    if isinstance(condition, NotOf):
+        return leaves(condition.item)
+    return [condition]
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adjust:
+    """Change a number found by ``key`` or by ``regex`` (named group ``value``)."""
+
+    file: str
+    key: str | None = None
+    regex: str | None = None
+    op: Literal["multiply", "add", "set"]
+    amount: float
+    minimum: float | None = None
+    maximum: float | None = None
+    round_to: int | None = None
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        target = f"{self.file}:{self.key}" if self.key else f"{self.file} /{self.regex}/"
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f"min {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"max {self.maximum:g}")
+        b = f" ({', '.join(bounds)})" if bounds else ""
+        return f"{self.op} {target} by {self.amount:g}{b}" if self.op != "set" else f"set {target} to {self.amount:g}{b}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetValue:
+    """Set ``key`` of a structured file to a literal value."""
+
+    file: str
+    key: str
+    value: str | int | float | bool
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        return f"set {self.file}:{self.key} to {self.value!r}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replace:
+    """Replace what ``regex`` matches in a text file with a literal."""
+
+    file: str
+    regex: str
+    with_: str
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        return f"replace /{self.regex}/ in {self.file}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restart:
+    """Restart a container (Docker Engine API) or signal a process by pid file."""
+
+    container: str | None = None
+    pidfile: str | None = None
+    signal: str = "SIGTERM"
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        if self.container:
+            return f"restart container {self.container}"
+        return f"send {self.signal} to the process in {self.pidfile}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exec:
+    """Run a program (never through a shell) with a timeout."""
+
+    argv: tuple[str, ...]
+    timeout: float = 30.0
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        return "run " + " ".join(json.dumps(a) if " " in a else a for a in self.argv)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notify:
+    """POST a JSON body describing the fix to a webhook."""
+
+    webhook: str
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        return f"notify {self.webhook}"
+
+
+Action = Union[Adjust, SetValue, Replace, Restart, Exec, Notify]
+FILE_ACTIONS = (Adjust, SetValue, Replace)
+
+
+# --- the playbook ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Validate:
+    window: float
+    settle: float = 0.0
+    expect: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Learning:
+    model: Literal["beta", "linear"] = "beta"
+    prior_weight: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Examples:
+    fires: tuple[str, ...] = ()
+    ignores: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Playbook:
+    id: str
+    description: str = ""
+    severity: Literal["info", "warning", "critical"] = "warning"
+    tags: tuple[str, ...] = ()
+    when: Condition
+    confidence: float
+    fix: tuple[Action, ...]
+    on_rollback: tuple[Action, ...] = ()
+    validate: Validate
+    cooldown: float = 600.0
+    max_attempts: int = 3
+    mode: Literal["shadow", "ask", "auto"] = "auto"
+    on_inconclusive: Literal["rollback", "keep"] = "rollback"
+    learning: Learning | None = None
+    examples: Examples = Examples()
+    file: str
+    digest: str  # sha256 of the file's bytes: the playbook's version
+
+    @property
+    def group_by(self) -> tuple[str, ...]:
+        """The label names that key this playbook's windows, cooldowns and fixes."""
+        names: list[str] = []
+        for leaf in leaves(self.when):
+            if isinstance(leaf, LogCondition):
+                names.extend(n for n in leaf.group_by if n not in names)
+        return tuple(names)
+
+    def files(self) -> tuple[str, ...]:
+        """Every file a fix (or its on_rollback) may change, in order, once each."""
+        out: list[str] = []
+        for action in (*self.fix, *self.on_rollback):
+            if isinstance(action, FILE_ACTIONS) and action.file not in out:
+                out.append(action.file)
+        return tuple(out)

@@ -1,0 +1,292 @@
+"""The DuckDB history: fixes, their journal of steps, and what learning reads back.
+
+One process writes the file (the sidecar); the CLI opens it read-only when the
+sidecar is not running. Migrations are numbered and applied in order at
+open; ``schema_version`` records each. Times are stored as UTC TIMESTAMPs.
+
+A fix row is inserted when a playbook fires and updated as the fix moves on;
+its final ``status`` is written once (``finished_at IS NULL`` guards every
+update), and ``fix_steps`` is append-only: the journal that start-up recovery
+reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .decide import Decision, Gate, Outcomes
+from .errors import StoreError
+
+FINAL = ("succeeded", "rolled_back", "failed", "proposed", "shadow", "conflict", "exhausted", "inconclusive", "skipped")
+SUCCESS = ("succeeded",)
+FAILURE = ("rolled_back", "failed", "inconclusive")
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "fixes and their journal",
+        """
+        CREATE TABLE fixes (
+            id VARCHAR PRIMARY KEY,
+            playbook_id VARCHAR NOT NULL,
+            playbook_version VARCHAR,
+            group_key VARCHAR NOT NULL DEFAULT '',
+            status VARCHAR NOT NULL,
+            decision VARCHAR NOT NULL,
+            reason VARCHAR,
+            mode VARCHAR,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            base_confidence DOUBLE,
+            adjusted_confidence DOUBLE,
+            threshold DOUBLE,
+            model VARCHAR,
+            successes INTEGER,
+            failures INTEGER,
+            fleet_successes INTEGER,
+            fleet_failures INTEGER,
+            backup_id VARCHAR,
+            errors_before INTEGER,
+            errors_after INTEGER,
+            fix_types VARCHAR,
+            changes JSON,
+            detail VARCHAR,
+            approved_by VARCHAR,
+            proposal_id VARCHAR
+        );
+        CREATE TABLE fix_steps (
+            fix_id VARCHAR NOT NULL,
+            seq INTEGER NOT NULL,
+            step VARCHAR NOT NULL,
+            happened_at TIMESTAMP NOT NULL,
+            detail JSON
+        );
+        """,
+    ),
+)
+
+
+def ts(epoch: float | None) -> datetime | None:
+    """Epoch seconds -> naive UTC datetime, as stored."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+
+
+def epoch(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryResult:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+class Store:
+    """The one writer of the history file."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+        self.con = con
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False) -> Store:
+        try:
+            if not read_only:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "lock" in message.lower():
+                raise StoreError(
+                    f"{path} is held by a running sidecar (DuckDB allows one process); "
+                    "ask the sidecar through its API instead"
+                ) from exc
+            raise StoreError(f"cannot open {path}: {message}") from exc
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        store = cls(con, path)
+        if not read_only:
+            store.migrate()
+            with contextlib.suppress(OSError):
+                path.chmod(0o600)
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- schema --
+
+    def version(self) -> int:
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        ).fetchone()
+        if not exists or not exists[0]:
+            return 0
+        row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def migrate(self) -> list[int]:
+        """Apply every migration newer than the file; return the versions applied."""
+        applied = []
+        try:
+            self.con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, name VARCHAR, applied_at TIMESTAMP)"
+            )
+            current = self.version()
+            for version, name, sql in MIGRATIONS:
+                if version <= current:
+                    continue
+                self.con.execute("BEGIN")
+                self.con.execute(sql)
+                self.con.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, ?)", [version, name, datetime.now(UTC).replace(tzinfo=None)]
+                )
+                self.con.execute("COMMIT")
+                applied.append(version)
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise StoreError(f"migrating {self.path}: {exc}") from exc
+        return applied
+
+    # -- writing a fix's life --
+
+    def begin_fix(
+        self,
+        fix_id: str,
+        decision: Decision,
+        *,
+        status: str,
+        playbook_version: str,
+        fix_types: Sequence[str],
+        errors_before: int | None,
+        proposal_id: str | None = None,
+        approved_by: str | None = None,
+    ) -> None:
+        d = decision
+        self._exec(
+            """INSERT INTO fixes (id, playbook_id, playbook_version, group_key, status, decision, reason, mode,
+                   started_at, base_confidence, adjusted_confidence, threshold, model, successes, failures,
+                   fleet_successes, fleet_failures, errors_before, fix_types, proposal_id, approved_by)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                fix_id, d.playbook_id, playbook_version, d.key, status, d.verdict, d.reason, d.mode,
+                ts(d.decided_at), d.base_confidence, d.adjusted_confidence, d.threshold, d.model,
+                d.successes, d.failures, d.fleet_successes, d.fleet_failures, errors_before,
+                ",".join(fix_types), proposal_id, approved_by,
+            ],
+        )
+
+    def step(self, fix_id: str, step: str, at: float, detail: dict[str, Any] | None = None) -> None:
+        """Append one journal step (committed before the caller takes the next)."""
+        self._exec(
+            """INSERT INTO fix_steps
+               SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ? FROM fix_steps WHERE fix_id = ?""",
+            [fix_id, step, ts(at), json.dumps(detail or {}, default=str), fix_id],
+        )
+
+    def update(self, fix_id: str, **fields: Any) -> None:
+        """Set columns of an unfinished fix (status moves on; final rows are never rewritten)."""
+        if not fields:
+            return
+        cols = ", ".join(f"{name} = ?" for name in fields)
+        values = [json.dumps(v) if name == "changes" else v for name, v in fields.items()]
+        self._exec(f"UPDATE fixes SET {cols} WHERE id = ? AND finished_at IS NULL", [*values, fix_id])
+
+    def finish(self, fix_id: str, status: str, at: float, *, detail: str = "", errors_after: int | None = None) -> None:
+        if status not in FINAL:
+            raise StoreError(f"{status!r} is not a final status")
+        self._exec(
+            """UPDATE fixes SET status = ?, finished_at = ?, detail = ?, errors_after = coalesce(?, errors_after)
+               WHERE id = ? AND finished_at IS NULL""",
+            [status, ts(at), detail, errors_after, fix_id],
+        )
+        self.step(fix_id, status, at, {"detail": detail} if detail else None)
+
+    # -- reading --
+
+    def fix(self, fix_id: str) -> dict[str, Any] | None:
+        result = self.query("SELECT * FROM fixes WHERE id = ?", [fix_id])
+        rows = result.dicts()
+        return rows[0] if rows else None
+
+    def steps(self, fix_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT step, happened_at, detail FROM fix_steps WHERE fix_id = ? ORDER BY seq", [fix_id]).dicts()
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM fixes WHERE finished_at IS NULL ORDER BY started_at").dicts()
+
+    def outcomes(self, playbook_id: str) -> Outcomes:
+        row = self.con.execute(
+            f"""SELECT count(*) FILTER (WHERE status IN {_sql_list(SUCCESS)}),
+                       count(*) FILTER (WHERE status IN {_sql_list(FAILURE)})
+                FROM fixes WHERE playbook_id = ? AND decision = 'apply'""",
+            [playbook_id],
+        ).fetchone()
+        assert row is not None
+        return Outcomes(successes=int(row[0]), failures=int(row[1]))
+
+    def gate(self, playbook_id: str, key: str, now: float) -> Gate:
+        in_flight = self.con.execute(
+            "SELECT count(*) FROM fixes WHERE playbook_id = ? AND group_key = ? AND finished_at IS NULL",
+            [playbook_id, key],
+        ).fetchone()
+        last = self.con.execute(
+            """SELECT max(started_at) FROM fixes WHERE playbook_id = ? AND group_key = ?
+               AND decision IN ('apply', 'propose')""",
+            [playbook_id, key],
+        ).fetchone()
+        statuses = self.con.execute(
+            """SELECT status FROM fixes WHERE playbook_id = ? AND group_key = ? AND decision = 'apply'
+               AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 16""",
+            [playbook_id, key],
+        ).fetchall()
+        consecutive = 0
+        for (status,) in statuses:
+            if status in SUCCESS:
+                break
+            if status in FAILURE:
+                consecutive += 1
+        hour = self.con.execute(
+            "SELECT count(*) FROM fixes WHERE decision = 'apply' AND started_at >= ?", [ts(now - 3600)]
+        ).fetchone()
+        return Gate(
+            in_flight=bool(in_flight and in_flight[0]),
+            last_started_at=epoch(last[0]) if last and last[0] else None,
+            consecutive_failures=consecutive,
+            fixes_last_hour=int(hour[0]) if hour else 0,
+        )
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+        try:
+            cur = self.con.execute(sql, list(params or []))
+            columns = tuple(d[0] for d in cur.description or ())
+            return QueryResult(columns=columns, rows=tuple(cur.fetchall()))
+        except duckdb.Error as exc:
+            raise StoreError(str(exc).splitlines()[0]) from exc
+
+    def _exec(self, sql: str, params: Sequence[Any]) -> None:
+        try:
+            self.con.execute(sql, list(params))
+        except duckdb.Error as exc:
+            raise StoreError(f"writing the history: {exc}") from exc
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    """A constant SQL list of our own status names (never user input)."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"

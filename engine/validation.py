@@ -1,0 +1,246 @@
+"""Judging a fix over its validation window.
+
+The sidecar feeds a :class:`Judge` what it observes (lines and the signals
+they matched, probe results, metric samples, container states) with their
+times; the judge says ``pending``, ``breached`` (a breach after settle rolls
+back at once), ``passed`` (a clean, full window) or ``inconclusive`` (some
+expectation saw no data at all: missing data is never success).
+
+Pure: time only arrives as arguments.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .playbook import (
+    AllOf,
+    AnyOf,
+    Condition,
+    ContainerCondition,
+    Leaf,
+    LogCondition,
+    MetricCondition,
+    NotOf,
+    ProbeCondition,
+    Validate,
+    leaves,
+)
+
+State = Literal["pending", "breached", "passed", "failed", "inconclusive"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    state: State
+    reason: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.state != "pending"
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What one expectation leaf has seen since the window opened (after settle)."""
+
+    leaf: Leaf
+    observations: int = 0
+    matches: int = 0
+    recent: deque[float] = field(default_factory=deque)
+    bad_since: float | None = None
+    breach: str | None = None
+
+    def holds(self) -> bool | None:
+        """At the end of the window: True, False, or None for "no data"."""
+        if self.breach:
+            return False
+        if self.observations == 0:
+            return None
+        leaf = self.leaf
+        if isinstance(leaf, LogCondition):
+            if leaf.at_least is not None:
+                return self.matches >= leaf.at_least
+            return self.matches <= (leaf.at_most or 0)
+        if isinstance(leaf, ContainerCondition) and leaf.restarts_at_least is not None:
+            return self.matches >= leaf.restarts_at_least
+        return True
+
+
+class Judge:
+    """Evaluate ``validate.expect`` over [started_at + settle, started_at + window]."""
+
+    def __init__(self, validate: Validate, started_at: float) -> None:
+        self.validate = validate
+        self.started_at = started_at
+        self.opens_at = started_at + validate.settle
+        self.ends_at = started_at + validate.window
+        self._watches: dict[int, _Watch] = {}
+        for item in validate.expect:
+            for leaf in leaves(item):
+                self._watches.setdefault(id(leaf), _Watch(leaf))
+
+    # -- what it needs to hear about --
+
+    @property
+    def sources(self) -> set[str]:
+        return {w.leaf.source for w in self._watches.values() if isinstance(w.leaf, LogCondition)}
+
+    @property
+    def log_conditions(self) -> list[LogCondition]:
+        return [w.leaf for w in self._watches.values() if isinstance(w.leaf, LogCondition)]
+
+    def _of(self, kind: type) -> Iterator[_Watch]:
+        return (w for w in self._watches.values() if isinstance(w.leaf, kind))
+
+    # -- observations --
+
+    def line(self, source: str, signals: Collection[str], at: float) -> None:
+        """A line of ``source`` was read; ``signals`` are the log conditions it matched."""
+        if at < self.opens_at:
+            return
+        for w in self._of(LogCondition):
+            leaf = w.leaf
+            assert isinstance(leaf, LogCondition)
+            if leaf.source != source:
+                continue
+            w.observations += 1
+            if leaf.signal not in signals:
+                continue
+            w.matches += 1
+            if leaf.at_most is None:
+                continue
+            if leaf.within:
+                w.recent.append(at)
+                while w.recent and w.recent[0] <= at - leaf.within:
+                    w.recent.popleft()
+                count = len(w.recent)
+            else:
+                count = w.matches
+            if count > leaf.at_most and not w.breach:
+                w.breach = f"{count} line(s) of {leaf.source} matched /{leaf.pattern}/ (expected at most {leaf.at_most})"
+
+    def probe(self, name: str, healthy: bool, latency_ms: float | None, at: float) -> None:
+        if at < self.opens_at:
+            return
+        for w in self._of(ProbeCondition):
+            leaf = w.leaf
+            assert isinstance(leaf, ProbeCondition)
+            if leaf.name != name:
+                continue
+            w.observations += 1
+            ok = True
+            why = ""
+            if leaf.status is not None and healthy != (leaf.status == "healthy"):
+                ok, why = False, f"probe {name} is {'healthy' if healthy else 'unhealthy'} (expected {leaf.status})"
+            if leaf.latency_above_ms is not None and not (latency_ms is not None and latency_ms > leaf.latency_above_ms):
+                ok, why = False, f"probe {name} latency {latency_ms}ms (expected above {leaf.latency_above_ms:g}ms)"
+            if leaf.latency_below_ms is not None and not (latency_ms is not None and latency_ms < leaf.latency_below_ms):
+                ok, why = False, f"probe {name} latency {latency_ms}ms (expected below {leaf.latency_below_ms:g}ms)"
+            self._sustain(w, ok, why, leaf.for_s, at)
+
+    def metric(self, name: str, value: float, at: float) -> None:
+        if at < self.opens_at:
+            return
+        for w in self._of(MetricCondition):
+            leaf = w.leaf
+            assert isinstance(leaf, MetricCondition)
+            if leaf.name != name:
+                continue
+            w.observations += 1
+            if leaf.above is not None:
+                ok = value > leaf.above
+                why = f"{name} = {value:g} (expected above {leaf.above:g})"
+            else:
+                ok = value < (leaf.below if leaf.below is not None else float("inf"))
+                why = f"{name} = {value:g} (expected below {leaf.below:g})"
+            self._sustain(w, ok, why, leaf.for_s, at)
+
+    def container(self, name: str, state: str, restarted: bool, at: float) -> None:
+        if at < self.opens_at:
+            return
+        for w in self._of(ContainerCondition):
+            leaf = w.leaf
+            assert isinstance(leaf, ContainerCondition)
+            if leaf.name != name:
+                continue
+            w.observations += 1
+            if leaf.state is not None:
+                self._sustain(w, state == leaf.state, f"container {name} is {state} (expected {leaf.state})", 0.0, at)
+            elif restarted:
+                w.matches += 1
+
+    @staticmethod
+    def _sustain(w: _Watch, ok: bool, why: str, for_s: float, at: float) -> None:
+        if ok:
+            w.bad_since = None
+            return
+        if w.bad_since is None:
+            w.bad_since = at
+        if at - w.bad_since >= for_s and not w.breach:
+            w.breach = why
+
+    # -- the verdict --
+
+    def _value(self, cond: Condition) -> bool | None:
+        if isinstance(cond, AllOf):
+            values = [self._value(c) for c in cond.items]
+            return False if False in values else None if None in values else True
+        if isinstance(cond, AnyOf):
+            values = [self._value(c) for c in cond.items]
+            return True if True in values else None if None in values else False
+        if isinstance(cond, NotOf):
+            v = self._value(cond.item)
+            return None if v is None else not v
+        return self._watches[id(cond)].holds()
+
+    def _breaches(self, cond: Condition) -> Iterator[str]:
+        """Irreversible breaches: a breached leaf, directly or under `all`."""
+        if isinstance(cond, AllOf):
+            for c in cond.items:
+                yield from self._breaches(c)
+        elif not isinstance(cond, (AnyOf, NotOf)):
+            breach = self._watches[id(cond)].breach
+            if breach:
+                yield breach
+
+    def verdict(self, now: float) -> Verdict:
+        for item in self.validate.expect:
+            for breach in self._breaches(item):
+                return Verdict(state="breached", reason=breach)
+        if now < self.ends_at:
+            return Verdict(state="pending")
+        missing = []
+        for item in self.validate.expect:
+            value = self._value(item)
+            if value is False:
+                return Verdict(state="failed", reason=f"expectation not met: {_describe(item)}")
+            if value is None:
+                missing.append(_describe(item))
+        if missing:
+            return Verdict(state="inconclusive", reason="no data in the window for: " + "; ".join(missing))
+        return Verdict(state="passed", reason=f"all {len(self.validate.expect)} expectation(s) held for the window")
+
+    def errors_after(self) -> int:
+        """Lines matched by the window's log expectations (the errors left after the fix)."""
+        return sum(w.matches for w in self._of(LogCondition))
+
+    def measured(self) -> dict[str, object]:
+        """What the window saw, for the history."""
+        out: dict[str, object] = {}
+        for w in self._watches.values():
+            out[w.leaf.describe()] = {"observations": w.observations, "matches": w.matches, "breach": w.breach}
+        return out
+
+
+def _describe(cond: Condition) -> str:
+    if isinstance(cond, AllOf):
+        return "all of (" + "; ".join(_describe(c) for c in cond.items) + ")"
+    if isinstance(cond, AnyOf):
+        return "any of (" + "; ".join(_describe(c) for c in cond.items) + ")"
+    if isinstance(cond, NotOf):
+        return "not (" + _describe(cond.item) + ")"
+    return cond.describe()
