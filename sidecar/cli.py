@@ -1,0 +1,251 @@
+"""The ``suture`` command.
+
+Every command takes ``--config FILE`` (default ``./suture.yaml``), which also
+locates the state_dir (history, backups, checkpoints). Exit codes: 0 ok,
+1 the command's check failed (problems found, conflict refused), 2 bad usage
+or unreadable config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from suture.engine.backup import BackupStore
+from suture.engine.config import Config, load_config
+from suture.engine.errors import DocumentError, Problem, SutureError
+from suture.engine.executor import Executor
+from suture.engine.loader import load_playbooks
+from suture.engine.store import Store
+
+DEFAULT_CONFIG = "suture.yaml"
+DEFAULT_SQL = """SELECT id, playbook_id, status, decision, round(adjusted_confidence, 1) AS confidence,
+       backup_id, errors_before, errors_after, started_at, finished_at
+FROM fixes ORDER BY started_at DESC LIMIT 20"""
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(Path(args.config))
+
+
+def _print_problems(problems: Sequence[Problem], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": not problems, "problems": [p.as_dict() for p in problems]}, indent=2))
+    else:
+        for p in problems:
+            print(p.render(), file=sys.stderr)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("\n", " ")
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
+    out = out or sys.stdout
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    print(line.rstrip(), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for r in cells:
+        print("  ".join((v if len(v) <= w else v[: w - 1] + "…").ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), file=out)
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .api import serve
+    from .runtime import Sidecar
+
+    config = _config(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("suture").info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sidecar = Sidecar(config, stop=stop)
+    server = serve(sidecar) if config.api.enabled else None
+    try:
+        return sidecar.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config: Config | None = None
+    problems: list[Problem] = []
+    config_path = Path(args.config)
+    if config_path.exists() or args.config != DEFAULT_CONFIG:
+        try:
+            config = load_config(config_path)
+        except DocumentError as exc:
+            problems.extend(exc.problems)
+    paths = [Path(p) for p in args.paths] or ([config.playbooks] if config else [])
+    if not paths:
+        print("suture check: name playbook files or folders, or a --config that names them", file=sys.stderr)
+        return 2
+    result = load_playbooks(paths, config)
+    problems.extend(result.problems)
+    _print_problems(problems, args.json)
+    if not args.json:
+        checked = f"{len(result.playbooks)} playbook(s) ok"
+        print(f"{checked}, {len(problems)} problem(s)" if problems else checked, file=sys.stderr if problems else sys.stdout)
+    return 1 if problems else 0
+
+
+def _open_store(config: Config) -> Store:
+    if not config.db_path.exists():
+        raise SutureError(f"no history yet at {config.db_path} (has `suture run` started with this config?)")
+    return Store.open(config.db_path, read_only=True)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _open_store(config)
+    try:
+        result = store.query(args.sql or DEFAULT_SQL)
+    finally:
+        store.close()
+    if args.json:
+        rows = [{k: _jsonable(v) for k, v in row.items()} for row in result.dicts()]
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print_table(result.columns, result.rows)
+    return 0
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = BackupStore(config.state_dir / "backups")
+    manifests = list(store.all())
+    if args.json:
+        print(json.dumps([m.as_json() for m in manifests], indent=2))
+        return 0
+    rows = [
+        (m.id, datetime.fromtimestamp(m.created_at, UTC).replace(tzinfo=None), m.playbook_id, m.fix_id,
+         ", ".join(f.path for f in m.files), f"{m.confidence:.1f}")
+        for m in manifests
+    ]
+    print_table(("backup_id", "created_at", "playbook", "fix", "files", "confidence"), rows)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = Store.open(config.db_path)
+    try:
+        executor = Executor(config=config, store=store, backups=BackupStore(config.state_dir / "backups"))
+        restored = executor.rollback_backup(args.backup_id, time.time(), force=args.force)
+    finally:
+        store.close()
+    if restored:
+        print(f"restored {', '.join(restored)} from {args.backup_id} (verified by sha256)")
+    else:
+        print(f"nothing to restore: every file of {args.backup_id} already holds its backed-up bytes")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(workdir=Path(args.workdir) if args.workdir else None, keep=args.keep)
+
+
+# --- wiring ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                        help="the sidecar config (default: ./suture.yaml); also locates the state_dir")
+    parser = argparse.ArgumentParser(
+        prog="suture", parents=[common],
+        description="A self-healing sidecar: playbooks turn log lines and probes into validated, reversible fixes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", parents=[common], help="run the sidecar until Ctrl-C / SIGTERM")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", parents=[common], help="validate playbooks (and the config); exit 1 on problems")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="playbook files or folders (default: the config's)")
+    p.add_argument("--json", action="store_true", help="machine-readable problems")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("history", parents=[common], help="query the outcome history with SQL")
+    p.add_argument("--sql", help="a SELECT over fixes, fix_steps (default: the last 20 fixes)")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("backups", parents=[common], help="list backups")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backups)
+
+    p = sub.add_parser("rollback", parents=[common], help="restore the files of a backup")
+    p.add_argument("backup_id")
+    p.add_argument("--force", action="store_true", help="restore even over files changed since suture wrote them")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("demo", parents=[common], help="watch suture heal a demo app")
+    p.add_argument("--workdir", help="where to set the demo up (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.Formatter.converter = time.gmtime
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    if args.command == "demo":
+        logging.getLogger("suture").setLevel(logging.WARNING)  # the demo narrates instead
+    try:
+        return int(args.func(args))
+    except DocumentError as exc:
+        for p in exc.problems:
+            print(p.render(), file=sys.stderr)
+        return 2
+    except SutureError as exc:
+        print(f"suture {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

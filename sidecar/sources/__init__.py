@@ -1,0 +1,1 @@
+"""Sources of observations: log files, probes, metrics, containers."""
