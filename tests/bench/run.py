@@ -1,0 +1,36 @@
+"""`make bench`: every benchmark, each against a baseline measured in the same run.
+
+Prints markdown tables (pasted into README.md) headed by the command that
+produced them. The machine is shared and noisy, so figures are compared with
+a baseline measured seconds apart, never asserted in a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench import detection  # noqa: E402
+
+BENCHES = {"detection": detection.main}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"which benchmarks: {', '.join(BENCHES)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="fewer trials, for a smoke run")
+    args = parser.parse_args()
+    unknown = set(args.names) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    for name in args.names or list(BENCHES):
+        BENCHES[name](quick=args.quick)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

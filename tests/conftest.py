@@ -1,0 +1,113 @@
+"""Shared test helpers: real files, a settable clock, small real playbook sets."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from suture.engine.config import Config, load_config
+from suture.engine.loader import parse_playbook
+from suture.engine.playbook import Playbook
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand (the engine takes time as a parameter)."""
+
+    now: float = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def playbook(text: str, file: str = "pb.yaml") -> Playbook:
+    """Build a Playbook from YAML text (dedented)."""
+    return parse_playbook(dedent(text), file)
+
+
+RATE_LIMIT = """
+    id: rate-limit-backoff
+    when:
+      all:
+        - log: {source: app, pattern: '429 .*Too Many Requests', at_least: 3, within: 10s}
+    confidence: 90
+    fix:
+      - adjust: {file: config/settings.yaml, key: upstream.request_delay_s, multiply: 2, max: 5}
+    validate:
+      window: 10s
+      settle: 2s
+      expect:
+        - log: {source: app, pattern: '429 .*Too Many Requests', at_most: 0}
+    cooldown: 1m
+"""
+
+SETTINGS = """\
+# demo settings
+upstream:
+  url: "https://api.example.test"   # upstream
+  request_delay_s:   0.5    # seconds between calls
+  timeout_s: 5
+"""
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Path:
+    """A target_root with config/settings.yaml and logs/."""
+    root = tmp_path / "target"
+    (root / "config").mkdir(parents=True)
+    (root / "logs").mkdir()
+    (root / "config" / "settings.yaml").write_text(SETTINGS)
+    return root
+
+
+def write_config(tmp_path: Path, target: Path, *, threshold: float = 85, extra: str = "", playbooks: str = "playbooks") -> Config:
+    (tmp_path / playbooks).mkdir(exist_ok=True)
+    cfg = tmp_path / "suture.yaml"
+    cfg.write_text(
+        dedent(
+            f"""
+            target_root: {target}
+            allowed_paths: [config/]
+            playbooks: ./{playbooks}
+            state_dir: ./state
+            threshold: {threshold}
+            sources:
+              app: {{file: {target}/logs/*.log}}
+            api: {{listen: "127.0.0.1:0"}}
+            """
+        )
+        + dedent(extra)
+    )
+    return load_config(cfg, env={})
+
+
+@pytest.fixture
+def config(tmp_path: Path, target: Path) -> Config:
+    return write_config(tmp_path, target)
+
+JOINED_FOR_CRASH = """
+    id: two-signals
+    when:
+      all:
+        - log: {source: app, pattern: 'a'}
+        - log: {source: app, pattern: 'b'}
+    confidence: 50
+    fix: [{adjust: {file: c.yaml, key: k, add: 1}}]
+    validate: {window: 1m, expect: [{log: {source: app, pattern: a}}]}
+"""

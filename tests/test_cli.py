@@ -1,0 +1,176 @@
+"""The `suture` command, run as users run it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from suture.engine.backup import BackupStore
+from suture.sidecar.demo import demo_source, free_port
+
+from .test_sidecar import DemoWorld
+
+SUTURE = [sys.executable, "-m", "suture.sidecar.cli"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def suture(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SUTURE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    root = tmp_path / "demo"
+    shutil.copytree(demo_source(), root, ignore=shutil.ignore_patterns("__pycache__", ".suture", "logs"))
+    (root / "logs").mkdir()
+    cfg = (root / "suture.yaml").read_text().replace("127.0.0.1:8765", f"127.0.0.1:{free_port()}")
+    (root / "suture.yaml").write_text(cfg)
+    return root
+
+
+def test_check_passes_the_demo_playbooks(demo):
+    """A valid set: exit 0 and a count."""
+    result = suture("check", "--config", str(demo / "suture.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "1 playbook(s) ok" in result.stdout
+
+
+def test_check_fails_with_file_and_line(demo):
+    """A broken playbook: exit 1, and each problem as file:line:col: message (at path)."""
+    bad = demo / "playbooks" / "broken.yaml"
+    bad.write_text("id: broken\nwhen:\n  log: {source: nowhere, pattern: '(', within: soon}\n")
+    result = suture("check", "--config", str(demo / "suture.yaml"))
+    assert result.returncode == 1
+    assert "broken.yaml:3:" in result.stderr
+    assert "(at when.log.within)" in result.stderr
+
+
+def test_check_json_is_machine_readable(demo):
+    """--json prints every problem as an object."""
+    (demo / "playbooks" / "broken.yaml").write_text("id: x\n")
+    result = suture("check", "--json", "--config", str(demo / "suture.yaml"))
+    body = json.loads(result.stdout)
+    assert result.returncode == 1 and body["ok"] is False
+    assert {"file", "line", "column", "path", "message"} <= set(body["problems"][0])
+
+
+def test_a_config_error_names_the_key(demo):
+    """A bad config is exit 2 with file:line and the key."""
+    (demo / "suture.yaml").write_text("target_root: .\nthreshold: high\n")
+    result = suture("history", "--config", str(demo / "suture.yaml"))
+    assert result.returncode == 2
+    assert "suture.yaml:2:" in result.stderr and "(at threshold)" in result.stderr
+
+
+def _start(demo: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*SUTURE, "run", "--config", str(demo / "suture.yaml")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float = 20) -> str:
+    assert proc.stderr is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"{needle!r} not seen in:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_cleanly_within_two_seconds(demo, sig):
+    """SIGTERM and Ctrl-C (SIGINT) end `suture run` with exit 0 in under 2 s."""
+    proc = _start(demo)
+    try:
+        _wait_for(proc, "loaded")
+        start = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=5)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0
+    assert took < 2.0, f"took {took:.2f}s"
+
+
+def test_history_backups_and_rollback_after_a_real_fix(tmp_path):
+    """After a fix: history as table and JSON, the backup listed, and rollback restores it."""
+    w = DemoWorld(tmp_path / "w")
+    original = w.settings.read_bytes()
+    w.start()
+    try:
+        assert w.wait_final().kind == "succeeded"
+    finally:
+        w.stop()
+    cfg = str(w.root / "suture.yaml")
+
+    table = suture("history", "--config", cfg, "--sql", "SELECT playbook_id, status FROM fixes")
+    assert table.returncode == 0, table.stderr
+    assert "rate-limit-backoff  succeeded" in table.stdout and "(1 row)" in table.stdout
+
+    rows = json.loads(suture("history", "--json", "--config", cfg).stdout)
+    assert rows[0]["status"] == "succeeded" and rows[0]["backup_id"].startswith("b-")
+
+    listed = suture("backups", "--config", cfg)
+    assert rows[0]["backup_id"] in listed.stdout
+
+    restored = suture("rollback", rows[0]["backup_id"], "--config", cfg)
+    assert restored.returncode == 0, restored.stderr
+    assert w.settings.read_bytes() == original
+
+
+def test_rollback_refuses_a_file_changed_since_unless_forced(tmp_path):
+    """A person edited the file after the fix: refused (exit 1) unless --force."""
+    w = DemoWorld(tmp_path / "w")
+    original = w.settings.read_bytes()
+    w.start()
+    try:
+        assert w.wait_final().kind == "succeeded"
+    finally:
+        w.stop()
+    cfg = str(w.root / "suture.yaml")
+    (backup,) = BackupStore(w.root / ".suture" / "backups").all()
+    w.settings.write_text("# hand edit\n")
+    refused = suture("rollback", backup.id, "--config", cfg)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert w.settings.read_text() == "# hand edit\n"
+    forced = suture("rollback", backup.id, "--force", "--config", cfg)
+    assert forced.returncode == 0 and w.settings.read_bytes() == original
+
+
+def test_history_refuses_a_missing_state_dir(demo):
+    """No history yet: a clear message, exit 1."""
+    result = suture("history", "--config", str(demo / "suture.yaml"))
+    assert result.returncode == 1 and "no history yet" in result.stderr
+
+
+@pytest.mark.slow
+def test_plain_pip_install_gives_a_working_command(tmp_path):
+    """`pip install .` of the checkout installs `suture` with its schemas, playbooks and demo."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(REPO)], capture_output=True, text=True,
+                         timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    exe = venv / "bin" / "suture"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copytree(demo_source() / "playbooks", other / "playbooks")
+    result = subprocess.run([str(exe), "check", "playbooks"], cwd=other, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+    found = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "from suture.sidecar.demo import demo_source; from suture.engine.documents import schema_dir;"
+                            "print(demo_source(), schema_dir())"], cwd=other, capture_output=True, text=True)
+    assert str(venv) in found.stdout, found.stdout + found.stderr

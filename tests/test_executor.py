@@ -1,0 +1,236 @@
+"""A fix's life against real files, a real DuckDB history and a real backup store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from suture.engine.backup import BackupStore
+from suture.engine.decide import Decision, decide
+from suture.engine.executor import Executor, FixRun, Outcome
+from suture.engine.store import Store
+from suture.engine.validation import Verdict
+
+from .conftest import RATE_LIMIT, SETTINGS, playbook
+
+ERROR = "ERROR upstream: 429 Client Error: Too Many Requests"
+OK = "INFO GET /orders 200"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL at a kill point: nothing after it runs."""
+
+
+@pytest.fixture
+def parts(config, clock):
+    store = Store.open(config.db_path)
+    backups = BackupStore(config.state_dir / "backups")
+    yield config, store, backups
+    store.close()
+
+
+def _executor(parts, **kw) -> Executor:
+    config, store, backups = parts
+    return Executor(config=config, store=store, backups=backups, **kw)
+
+
+def _decision(pb, store, clock, threshold=85.0) -> Decision:
+    return decide(pb, key="", labels={}, outcomes=store.outcomes(pb.id), gate=store.gate(pb.id, "", clock()),
+                  threshold=threshold, learning=parts_learning(), fixes_per_hour=100, now=clock())
+
+
+def parts_learning():
+    from suture.engine.playbook import Learning
+
+    return Learning()
+
+
+def _run_window(run: FixRun, executor: Executor, clock, lines) -> Outcome:
+    """Feed one line per second through the window, then settle on the verdict."""
+    judge = run.judge
+    while True:
+        clock.advance(1)
+        for text in lines(clock()):
+            judge.line("app", {run.playbook.validate.expect[0].signal} if "429" in text else set(), clock())
+        verdict = judge.verdict(clock())
+        if verdict.final:
+            return executor.settle(run, verdict, clock())
+
+
+def test_a_fix_that_works_is_committed(parts, target, clock):
+    """Clean window: the file keeps the new value, the outcome is succeeded, steps are journaled."""
+    config, store, _ = parts
+    pb = playbook(RATE_LIMIT)
+    ex = _executor(parts)
+    run = ex.start(pb, _decision(pb, store, clock), now=clock(), errors_before=7)
+    assert isinstance(run, FixRun)
+    assert "request_delay_s:   1.0    # seconds" in (target / "config/settings.yaml").read_text()
+    outcome = _run_window(run, ex, clock, lambda now: [OK])
+    assert outcome.status == "succeeded"
+    row = store.fix(outcome.fix_id)
+    assert (row["status"], row["errors_before"], row["errors_after"], row["backup_id"]) == ("succeeded", 7, 0, outcome.backup_id)
+    steps = [s["step"] for s in store.steps(outcome.fix_id)]
+    assert steps == ["matched", "decided", "planned", "backed_up", "applied", "validating", "verdict", "succeeded"]
+
+
+def test_a_breach_after_settle_rolls_back_byte_identical(parts, target, clock):
+    """One error after settle: rolled back at once; the file's sha256 equals the original."""
+    config, store, _ = parts
+    before = sha(target / "config/settings.yaml")
+    pb = playbook(RATE_LIMIT)
+    ex = _executor(parts)
+    run = ex.start(pb, _decision(pb, store, clock), now=clock())
+    start = clock()
+    outcome = _run_window(run, ex, clock, lambda now: [ERROR] if now - start > 4 else [OK])
+    assert outcome.status == "rolled_back"
+    assert clock() - start == 5  # at once, not at the end of the 10s window
+    assert sha(target / "config/settings.yaml") == before
+
+
+def test_errors_during_settle_are_ignored(parts, target, clock):
+    """Lines inside the settle period do not count against the fix."""
+    _, store, _ = parts
+    pb = playbook(RATE_LIMIT)  # settle 2s
+    ex = _executor(parts)
+    run = ex.start(pb, _decision(pb, store, clock), now=clock())
+    start = clock()
+    outcome = _run_window(run, ex, clock, lambda now: [ERROR] if now - start < 2 else [OK])
+    assert outcome.status == "succeeded"
+
+
+def test_below_threshold_proposes_and_touches_nothing(parts, target, clock):
+    """Proposed: the file is untouched and the would-be edit is recorded."""
+    _, store, _ = parts
+    before = (target / "config/settings.yaml").read_bytes()
+    pb = playbook(RATE_LIMIT)
+    ex = _executor(parts)
+    outcome = ex.start(pb, _decision(pb, store, clock, threshold=95), now=clock())
+    assert isinstance(outcome, Outcome) and outcome.status == "proposed"
+    assert (target / "config/settings.yaml").read_bytes() == before
+    assert "request_delay_s: 0.5 -> 1.0" in store.fix(outcome.fix_id)["detail"]
+
+
+def test_recorded_successes_lift_a_base_70_playbook_over_the_threshold(parts, target, clock):
+    """Ten approved successes later, the same playbook applies on its own."""
+    _, store, _ = parts
+    pb = playbook(RATE_LIMIT.replace("confidence: 90", "confidence: 70").replace("max: 5", "max: 100000"))
+    ex = _executor(parts)
+    first = _decision(pb, store, clock)
+    assert first.verdict == "propose"
+    for _ in range(10):
+        approved = _approve(first, clock())
+        run = ex.start(pb, approved, now=clock(), approved_by="test")
+        assert _run_window(run, ex, clock, lambda now: [OK]).status == "succeeded"
+        clock.advance(120)
+    later = _decision(pb, store, clock)
+    assert (later.verdict, later.successes, round(later.adjusted_confidence, 1)) == ("apply", 10, 85.0)
+
+
+def _approve(d: Decision, now: float) -> Decision:
+    from dataclasses import replace
+
+    return replace(d, verdict="apply", reason="approved by a person", decided_at=now)
+
+
+def test_rollback_never_overwrites_a_file_someone_changed(parts, target, clock):
+    """The file changed after suture wrote it: conflict, and the person's bytes stay."""
+    _, store, _ = parts
+    pb = playbook(RATE_LIMIT)
+    ex = _executor(parts)
+    run = ex.start(pb, _decision(pb, store, clock), now=clock())
+    (target / "config/settings.yaml").write_text("# edited by a person\n")
+    outcome = ex.settle(run, Verdict(state="breached", reason="test"), clock())
+    assert outcome.status == "conflict"
+    assert (target / "config/settings.yaml").read_text() == "# edited by a person\n"
+
+
+def test_a_file_changed_between_backup_and_apply_is_not_written(parts, target, clock):
+    """The pre-image hash no longer matches at write time: nothing is written."""
+    _, store, _ = parts
+    pb = playbook(RATE_LIMIT)
+    path = target / "config/settings.yaml"
+    ex = _executor(parts, hooks={"after_backup": lambda fix_id: path.write_text(SETTINGS + "# meanwhile\n")})
+    outcome = ex.start(pb, _decision(pb, store, clock), now=clock())
+    assert isinstance(outcome, Outcome) and outcome.status == "failed"
+    assert "changed since it was backed up" in outcome.detail
+    assert path.read_text() == SETTINGS + "# meanwhile\n"
+
+
+def test_no_data_in_the_window_is_inconclusive_and_rolled_back(parts, target, clock):
+    """A silent source is never success."""
+    _, store, _ = parts
+    before = sha(target / "config/settings.yaml")
+    pb = playbook(RATE_LIMIT)
+    ex = _executor(parts)
+    run = ex.start(pb, _decision(pb, store, clock), now=clock())
+    outcome = _run_window(run, ex, clock, lambda now: [])
+    assert outcome.status == "inconclusive"
+    assert sha(target / "config/settings.yaml") == before
+
+
+def test_a_fix_at_its_bound_is_exhausted(parts, target, clock):
+    """The value already sits at max: nothing is written, outcome exhausted."""
+    _, store, _ = parts
+    path = target / "config/settings.yaml"
+    path.write_text(SETTINGS.replace("0.5", "5"))
+    pb = playbook(RATE_LIMIT)
+    outcome = _executor(parts).start(pb, _decision(pb, store, clock), now=clock())
+    assert outcome.status == "exhausted"
+    assert path.read_text() == SETTINGS.replace("0.5", "5")
+
+
+def test_mode_and_symlink_are_kept(parts, target, clock):
+    """A target reached through a symlink is edited in its real file; link and mode stay."""
+    _, store, _ = parts
+    real = target / "config" / "real-settings.yaml"
+    (target / "config/settings.yaml").rename(real)
+    os.symlink("real-settings.yaml", target / "config/settings.yaml")
+    real.chmod(0o640)
+    pb = playbook(RATE_LIMIT)
+    run = _executor(parts).start(pb, _decision(pb, store, clock), now=clock())
+    assert isinstance(run, FixRun)
+    assert os.path.islink(target / "config/settings.yaml")
+    assert oct(real.stat().st_mode & 0o777) == "0o640"
+    assert "1.0" in real.read_text()
+
+
+def test_backup_that_cannot_be_written_means_no_fix(parts, target, clock):
+    """The backup store cannot be created (a file stands where its folder should): not applied."""
+    config, store, _ = parts
+    blocker = config.state_dir / "blocked"
+    blocker.write_text("not a folder")
+    before = sha(target / "config/settings.yaml")
+    ex = Executor(config=config, store=store, backups=BackupStore(blocker / "backups"))
+    pb = playbook(RATE_LIMIT)
+    outcome = ex.start(pb, _decision(pb, store, clock), now=clock())
+    assert outcome.status == "failed" and "not applied" in outcome.detail
+    assert sha(target / "config/settings.yaml") == before
+
+
+@pytest.mark.parametrize("point", ["after_intent", "after_backup", "before_rename", "after_apply_file", "validating", "rolling_back"])
+def test_recovery_after_a_crash_restores_the_pre_image(parts, target, clock, point):
+    """Killed at any step, the next start leaves the file as it was and no fix unfinished."""
+    config, store, backups = parts
+    path = target / "config/settings.yaml"
+    before = sha(path)
+
+    def crash(*_args):
+        raise Crash(point)
+
+    pb = playbook(RATE_LIMIT)
+    ex = _executor(parts, hooks={point: crash})
+    with pytest.raises(Crash):
+        run = ex.start(pb, _decision(pb, store, clock), now=clock())
+        ex.settle(run, Verdict(state="breached", reason="test"), clock())  # reaches rolling_back
+    outcomes = Executor(config=config, store=store, backups=backups).recover(clock())
+    assert [o.status for o in outcomes] == ["failed"]
+    assert sha(path) == before
+    assert store.unfinished() == []
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")] or point == "before_rename"
