@@ -41,7 +41,16 @@ def resolve_target(target_root: Path, allowed: Sequence[Path], rel: str) -> Path
     real = Path(os.path.realpath(target_root / rel))
     roots = [Path(os.path.realpath(a)) for a in allowed]
     if not any(_is_within(real, root) for root in roots):
-        shown = ", ".join(str(a) for a in allowed)
+        shown = ", ".join(_shown(a, target_root) for a in allowed)
         link = "" if real == (target_root / rel) else f" (it resolves to {real})"
         raise PathRefused(f"'{rel}' is outside allowed_paths [{shown}]{link}")
     return real
+
+
+def _shown(path: Path, root: Path) -> str:
+    """An allowed path as the user wrote it (relative to target_root) where possible."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return str(path)
+    return f"{rel}/" if path.is_dir() else str(rel)
