@@ -323,7 +323,14 @@ class _Builder:
             )
             if learning
             else None,
-            examples=Examples(fires=tuple(examples.get("fires", ())), ignores=tuple(examples.get("ignores", ()))),
+            examples=Examples(
+                fires=tuple(examples.get("fires", ())),
+                ignores=tuple(examples.get("ignores", ())),
+                fire_lines=tuple(self.doc.mark(("examples", "fires", i)).line for i in range(len(examples.get("fires", ())))),
+                ignore_lines=tuple(
+                    self.doc.mark(("examples", "ignores", i)).line for i in range(len(examples.get("ignores", ())))
+                ),
+            ),
             file=self.doc.file,
             digest=self.digest,
         )

@@ -295,8 +295,12 @@ class Learning:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Examples:
+    """Lines that must fire the playbook's log conditions, and lines that must not."""
+
     fires: tuple[str, ...] = ()
     ignores: tuple[str, ...] = ()
+    fire_lines: tuple[int, ...] = field(default=(), compare=False)  # where each was written
+    ignore_lines: tuple[int, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -195,8 +195,12 @@ class Rules:
     def facts(self) -> list[Fact]:
         return list(self._facts.values())
 
-    def load(self, playbooks: Sequence[Playbook]) -> list[Match]:
-        """Swap in a new generation built from ``playbooks``; carry every fact over.
+    def load(self, playbooks: Sequence[Playbook], facts: Iterable[Fact] | None = None) -> list[Match]:
+        """Swap in a new generation built from ``playbooks``; carry the facts that hold over.
+
+        ``facts`` replaces the facts held (the sidecar passes what its signals say holds
+        now, so facts of signals no playbook uses any more are dropped); by default every
+        fact held is carried.
 
         Returns the matches of the new generation that were not already
         matched by the old one for the same facts (a new playbook whose
@@ -213,6 +217,8 @@ class Rules:
             self._host.register_rulesets({name: runnable})
         except Exception as exc:  # durable_rules raises bare Exception for bad definitions
             raise RulesError(f"durable_rules refused the ruleset: {exc}") from exc
+        if facts is not None:
+            self._facts = {f.id: f for f in facts}
         old = self._gen
         new = _Generation(name=name, signals=signals_of(definition) | {READY_SIGNAL}, playbooks={p.id: p for p in playbooks})
         self._gen = new

@@ -25,6 +25,7 @@ from suture.engine.config import Config, load_config
 from suture.engine.errors import DocumentError, Problem, SutureError
 from suture.engine.executor import Executor
 from suture.engine.loader import load_playbooks
+from suture.engine.selftest import ExampleResult, regex_problems, run_examples
 from suture.engine.store import Store
 
 DEFAULT_CONFIG = "suture.yaml"
@@ -114,7 +115,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     result = load_playbooks(paths, config)
     problems.extend(result.problems)
+    for pb in result.playbooks:
+        problems.extend(regex_problems(pb))
+    examples: list[ExampleResult] = []
+    if args.run_examples:
+        for pb in result.playbooks:
+            examples.extend(run_examples(pb))
+        problems.extend(r.problem for r in examples if r.problem is not None)
+    problems.sort(key=lambda p: (p.file, p.line, p.column))
     _print_problems(problems, args.json)
+    if args.run_examples and not args.json:
+        passed = sum(r.ok for r in examples)
+        print(f"examples: {passed} of {len(examples)} passed", file=sys.stdout if passed == len(examples) else sys.stderr)
     if not args.json:
         checked = f"{len(result.playbooks)} playbook(s) ok"
         print(f"{checked}, {len(problems)} problem(s)" if problems else checked, file=sys.stderr if problems else sys.stdout)
@@ -198,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[common], help="validate playbooks (and the config); exit 1 on problems")
     p.add_argument("paths", nargs="*", metavar="PATH", help="playbook files or folders (default: the config's)")
     p.add_argument("--json", action="store_true", help="machine-readable problems")
+    p.add_argument("--run-examples", action="store_true", help="also run each playbook's examples: block")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("history", parents=[common], help="query the outcome history with SQL")

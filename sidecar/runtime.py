@@ -33,7 +33,8 @@ from suture.engine.config import Config
 from suture.engine.decide import decide
 from suture.engine.errors import SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
-from suture.engine.loader import PlaybookSet, load_playbooks
+from suture.engine.catalog import Catalog, Change
+from suture.engine.loader import PlaybookSet
 from suture.engine.playbook import Playbook, leaves
 from suture.engine.rules import Match, Rules
 from suture.engine.store import Store
@@ -48,6 +49,7 @@ log = logging.getLogger("suture")
 
 TICK = 0.2  # seconds between window/validation checks when nothing arrives
 RESCAN = 1.0  # seconds between glob rescans when the file watcher is quiet
+RELOAD_RESCAN = 2.0  # seconds between playbook folder rescans when no event arrives
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,10 +98,15 @@ class Sidecar:
         self.playbook_set: PlaybookSet | None = None
         self.runs: list[FixRun] = []
         self.probe_results: dict[str, ProbeResult] = {}
+        self.catalog: Catalog | None = None
         self.started_at = 0.0
+        self.loaded_at = 0.0
         self.last_check = 0.0
+        self.reloads = 0
+        self.reload_errors = 0
         self.ready = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._catalog_lock = threading.Lock()
         self._sources: dict[str, FileSource] = {}
 
     # -- events --
@@ -126,23 +133,42 @@ class Sidecar:
         for outcome in self.executor.recover(self.clock()):
             self.emit("recovered", f"{outcome.fix_id} ({outcome.playbook_id}): {outcome.status}: {outcome.detail}",
                       fix_id=outcome.fix_id, status=outcome.status)
-        result = load_playbooks([cfg.playbooks], cfg)
-        for problem in result.problems:
-            log.error("%s", problem.render())
+        self.catalog = Catalog(cfg.playbooks, cfg)
+        result, _ = self.catalog.refresh()
         self.install(result)
 
-    def install(self, result: PlaybookSet) -> None:
-        """Swap in a playbook set: new signal board and rules generation, state carried over."""
+    def install(self, result: PlaybookSet, change: Change | None = None) -> None:
+        """Swap in a playbook set: a new signal board and rules generation, signals carried over.
+
+        Fixes in progress keep the playbook they started with; windows of conditions that
+        still exist keep their history; a playbook whose diagnosis already holds fires.
+        """
         now = self.clock()
+        board = SignalBoard(result.playbooks, previous=self.board)
+        board.start(now)
+        try:
+            matches = self.rules.load(result.playbooks, facts=board.holding())
+        except SutureError as exc:
+            self.reload_errors += 1
+            self.emit("reload_failed", f"playbooks not swapped in: {exc}")
+            return
+        self.board = board
         self.playbook_set = result
         self.playbooks = {pb.id: pb for pb in result.playbooks}
-        self.board = SignalBoard(result.playbooks, previous=self.board)
-        for transition in self.board.start(now):
-            self._apply_transition(transition)
-        matches = self.rules.load(result.playbooks)
-        self.emit("loaded", f"{len(self.playbooks)} playbook(s), version {result.version}"
-                  + (f", {len(result.problems)} problem(s)" if result.problems else ""),
-                  version=result.version, playbooks=sorted(self.playbooks))
+        self.loaded_at = now
+        for problem in result.problems:
+            log.error("%s", problem.render())
+        summary = f"{len(self.playbooks)} playbook(s), version {result.version}"
+        if change is not None:
+            self.reloads += 1
+            if change.kept or change.failed:
+                self.reload_errors += 1
+            self.emit("reloaded", f"{summary}: {change.describe()}", version=result.version,
+                      added=change.added, updated=change.updated, removed=change.removed,
+                      kept=change.kept, failed=change.failed, problems=len(result.problems))
+        else:
+            self.emit("loaded", summary + (f", {len(result.problems)} problem(s)" if result.problems else ""),
+                      version=result.version, playbooks=sorted(self.playbooks))
         self._handle_matches(matches, now)
 
     # -- the core --
@@ -302,6 +328,7 @@ class Sidecar:
                 )
         if self._sources:
             self._spawn("tailer", self._tail_loop, checkpoints)
+        self._spawn("reload", self._reload_loop)
         for cfg in self.config.probes.values():
             try:
                 probe = build_probe(cfg)
@@ -334,6 +361,29 @@ class Sidecar:
             yield_on_timeout=True, raise_interrupt=False,
         ):
             self._drain_sources(checkpoints)
+
+    def _reload_loop(self) -> None:
+        """Watch the playbook folder; hand every changed, re-read set to the core."""
+        folder = self.config.playbooks
+        while not self.stop.is_set() and not folder.is_dir():
+            self.stop.wait(RELOAD_RESCAN)
+        # Editors that save by rename and ConfigMap `..data` symlink swaps are both changes in
+        # the folder; the periodic rescan (rust_timeout) catches anything the events miss.
+        for _changes in watchfiles.watch(
+            folder, stop_event=self.stop, debounce=50, step=10, rust_timeout=int(RELOAD_RESCAN * 1000),
+            yield_on_timeout=True, raise_interrupt=False, watch_filter=None,
+        ):
+            self.check_playbooks()
+
+    def check_playbooks(self) -> Change | None:
+        """Re-read the playbook folder (off the core); queue the swap if anything changed."""
+        if self.catalog is None:
+            return None
+        with self._catalog_lock:
+            result, change = self.catalog.refresh()
+        if change is not None:
+            self._put(lambda: self.install(result, change))
+        return change
 
     def _drain_sources(self, checkpoints: Checkpoints) -> None:
         """Poll every source until nothing is left, handing each batch to the core."""

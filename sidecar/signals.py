@@ -7,14 +7,16 @@ the time a probe last changed state) and reports *transitions*: a fact to
 assert when its leaf becomes true for a key, and to retract when it stops
 being true. Time moves on only through the ``at``/``now`` arguments.
 
-Memory is bounded: a log window keeps at most ``at_least`` (or ``at_most`` + 1)
-timestamps per key, and at most ``MAX_KEYS`` keys per leaf (the least recently
-seen key that does not hold is evicted, and counted).
+Log leaves with the same source, pattern and group_by share one history of
+match times, so a reload that edits a threshold or adds a playbook for errors
+already seen keeps what was seen. Memory is bounded: at most the largest
+``at_least`` (or ``at_most`` + 1) timestamps per key (1000 when ungrouped, to
+report counts) and at most ``MAX_KEYS`` keys per pattern (the least recently
+matched key is forgotten, and counted).
 """
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ from suture.engine.playbook import (
 )
 from suture.engine.rules import Fact
 
+from .matching import PatternSet
+
 MAX_KEYS = 10_000
 
 
@@ -39,63 +43,79 @@ class Transition:
     holds: bool  # True: assert, False: retract
 
 
-# --- matching lines --------------------------------------------------------------------
+# --- evaluators ------------------------------------------------------------------------
+
+
+PatternKey = tuple[str, str, tuple[str, ...]]  # source, pattern, group_by
+
+
+def pattern_key(leaf: LogCondition) -> PatternKey:
+    return (leaf.source, leaf.pattern, leaf.group_by)
 
 
 @dataclass(slots=True)
-class _Pattern:
-    signal: str
-    regex: re.Pattern[str]
-    group_by: tuple[str, ...]
+class _Matches:
+    """When lines matched one pattern, per group key: shared by every leaf with that pattern.
+
+    Sharing is what lets a reload change a threshold (at_least 3 -> 5) or add a playbook
+    for errors already seen without losing the window's history.
+    """
+
+    keep: int
+    times: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    evicted: int = 0
+
+    def grow(self, keep: int) -> None:
+        if keep > self.keep:
+            self.keep = keep
+            for key, times in self.times.items():
+                self.times[key] = deque(times, maxlen=keep)
+
+    def add(self, labels: Mapping[str, str], at: float) -> str:
+        key = Fact(signal="", labels=dict(labels)).key
+        times = self.times.get(key)
+        if times is None:
+            times = self.times[key] = deque(maxlen=self.keep)
+            self.labels[key] = dict(labels)
+            while len(self.times) > MAX_KEYS:  # forget the least recently matched key
+                old, _ = self.times.popitem(last=False)
+                self.labels.pop(old, None)
+                self.evicted += 1
+        else:
+            self.times.move_to_end(key)
+        times.append(at)
+        return key
+
+    def count(self, key: str, now: float, within: float | None) -> int:
+        times = self.times.get(key)
+        if not times:
+            return 0
+        since = now - (within or float("inf"))
+        return sum(1 for t in times if t > since)
+
+    def ensure(self, key: str) -> None:
+        if key not in self.times:
+            self.times[key] = deque(maxlen=self.keep)
+            self.labels[key] = {}
 
 
-class PatternSet:
-    """Every pattern of one source; ``match`` returns (signal, labels) for each hit."""
-
-    def __init__(self, conditions: Iterable[LogCondition]) -> None:
-        seen: dict[str, _Pattern] = {}
-        for c in conditions:
-            if c.signal not in seen:
-                seen[c.signal] = _Pattern(c.signal, re.compile(c.pattern), c.group_by)
-        self._patterns = list(seen.values())
-
-    def __len__(self) -> int:
-        return len(self._patterns)
-
-    def match(self, text: str) -> list[tuple[str, dict[str, str]]]:
-        hits = []
-        for p in self._patterns:
-            m = p.regex.search(text)
-            if m is None:
-                continue
-            labels = {name: (m.group(name) or "") for name in p.group_by}
-            hits.append((p.signal, labels))
-        return hits
-
-
-# --- evaluators ------------------------------------------------------------------------
+def _need(leaf: LogCondition) -> int:
+    """Timestamps a leaf needs per key: enough to decide, and (ungrouped) to report a count."""
+    need = leaf.at_least if leaf.at_least is not None else (leaf.at_most or 0) + 1
+    return need if leaf.group_by else max(need, 1000)
 
 
 @dataclass(slots=True)
 class _LogWindow:
-    leaf: LogCondition
-    keys: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
-    labels: dict[str, dict[str, str]] = field(default_factory=dict)
-    holding: set[str] = field(default_factory=set)
-    evicted: int = 0
+    """One log leaf: at least / at most N matches within its window, per key."""
 
-    @property
-    def keep(self) -> int:
-        """Timestamps kept per key: enough to decide, and (ungrouped) to report a count."""
-        need = self.leaf.at_least if self.leaf.at_least is not None else (self.leaf.at_most or 0) + 1
-        return need if self.leaf.group_by else max(need, 1000)
+    leaf: LogCondition
+    matches: _Matches
+    holding: set[str] = field(default_factory=set)
 
     def count(self, key: str, now: float) -> int:
-        times = self.keys.get(key)
-        if not times:
-            return 0
-        within = self.leaf.within or float("inf")
-        return sum(1 for t in times if t > now - within)
+        return self.matches.count(key, now, self.leaf.within)
 
     def _holds(self, key: str, now: float) -> bool:
         n = self.count(key, now)
@@ -103,35 +123,11 @@ class _LogWindow:
             return n >= self.leaf.at_least
         return n <= (self.leaf.at_most or 0)
 
-    def add(self, labels: Mapping[str, str], at: float) -> list[Transition]:
-        fact = Fact(signal=self.leaf.signal, labels=dict(labels))
-        key = fact.key
-        times = self.keys.get(key)
-        if times is None:
-            times = self.keys[key] = deque(maxlen=self.keep)
-            self.labels[key] = dict(labels)
-            self._evict()
-        else:
-            self.keys.move_to_end(key)
-        times.append(at)
-        return self._update(key, at)
-
-    def _evict(self) -> None:
-        while len(self.keys) > MAX_KEYS:
-            for key in self.keys:
-                if key not in self.holding:
-                    del self.keys[key]
-                    self.labels.pop(key, None)
-                    self.evicted += 1
-                    break
-            else:
-                return
-
-    def _update(self, key: str, now: float) -> list[Transition]:
-        holds = self._holds(key, now)
+    def update(self, key: str, now: float) -> list[Transition]:
+        holds = key in self.matches.times and self._holds(key, now)
         if holds == (key in self.holding):
             return []
-        fact = Fact(signal=self.leaf.signal, labels=self.labels.get(key, {}))
+        fact = Fact(signal=self.leaf.signal, labels=self.matches.labels.get(key, {}))
         if holds:
             self.holding.add(key)
         else:
@@ -140,19 +136,17 @@ class _LogWindow:
 
     def tick(self, now: float) -> list[Transition]:
         out: list[Transition] = []
-        # at_least leaves stop holding as matches age out; at_most leaves start holding again
-        for key in list(self.keys):
-            out.extend(self._update(key, now))
+        # at_least leaves stop holding as matches age out; at_most leaves start holding again;
+        # a key forgotten by its _Matches stops holding
+        for key in [*self.matches.times, *(k for k in self.holding if k not in self.matches.times)]:
+            out.extend(self.update(key, now))
         return out
 
     def start(self, now: float) -> list[Transition]:
-        """An ungrouped at_most leaf holds before any line arrives."""
+        """Evaluate against the history so far (an ungrouped at_most leaf holds before any line)."""
         if self.leaf.at_most is not None and not self.leaf.group_by:
-            if "" not in self.keys:
-                self.keys[""] = deque(maxlen=self.keep)
-                self.labels[""] = {}
-            return self._update("", now)
-        return []
+            self.matches.ensure("")
+        return self.tick(now)
 
 
 @dataclass(slots=True)
@@ -203,31 +197,44 @@ class SignalBoard:
     def __init__(self, playbooks: Sequence[Playbook], previous: SignalBoard | None = None) -> None:
         self.logs: dict[str, _LogWindow] = {}
         self.sustained: dict[str, _Sustained] = {}
+        self.matches: dict[PatternKey, _Matches] = {}
+        self._signals_of: dict[PatternKey, set[str]] = {}
         expect_logs: list[LogCondition] = []
         for pb in playbooks:
             for leaf in leaves(pb.when):
                 self._add(leaf, previous)
             for item in pb.validate.expect:
                 expect_logs.extend(x for x in leaves(item) if isinstance(x, LogCondition))
-        by_source: dict[str, list[LogCondition]] = {}
-        for window in self.logs.values():
-            by_source.setdefault(window.leaf.source, []).append(window.leaf)
         for leaf in expect_logs:
-            by_source.setdefault(leaf.source, []).append(leaf)
-        self.patterns = {source: PatternSet(conds) for source, conds in by_source.items()}
+            self._signals_of.setdefault(pattern_key(leaf), set()).add(leaf.signal)
+        # one representative condition per (source, pattern, group_by) goes to the matcher
+        reps: dict[str, dict[PatternKey, LogCondition]] = {}
+        for leaf in [*(w.leaf for w in self.logs.values()), *expect_logs]:
+            reps.setdefault(leaf.source, {}).setdefault(pattern_key(leaf), leaf)
+        self._key_of = {leaf.signal: k for by_key in reps.values() for k, leaf in by_key.items()}
+        self.patterns = {source: PatternSet(by_key.values()) for source, by_key in reps.items()}
 
     def _add(self, leaf: Leaf, previous: SignalBoard | None) -> None:
         if isinstance(leaf, LogCondition):
-            if leaf.signal not in self.logs:
-                old = previous.logs.get(leaf.signal) if previous else None
-                self.logs[leaf.signal] = old if old is not None else _LogWindow(leaf)
+            key = pattern_key(leaf)
+            self._signals_of.setdefault(key, set()).add(leaf.signal)
+            if leaf.signal in self.logs:
+                return
+            matches = self.matches.get(key)
+            if matches is None:
+                matches = previous.matches.get(key) if previous else None
+                matches = matches if matches is not None else _Matches(keep=_need(leaf))
+                self.matches[key] = matches
+            matches.grow(_need(leaf))
+            old = previous.logs.get(leaf.signal) if previous else None
+            self.logs[leaf.signal] = _LogWindow(leaf, matches, set(old.holding) if old else set())
         elif leaf.signal not in self.sustained:
             old_s = previous.sustained.get(leaf.signal) if previous else None
             self.sustained[leaf.signal] = old_s if old_s is not None else _Sustained(leaf)
 
     def holding(self) -> list[Fact]:
         """Every fact that holds now (to carry into a new rules generation)."""
-        out = [Fact(signal=s, labels=w.labels.get(k, {})) for s, w in self.logs.items() for k in w.holding]
+        out = [Fact(signal=s, labels=w.matches.labels.get(k, {})) for s, w in self.logs.items() for k in w.holding]
         out += [Fact(signal=s) for s, e in self.sustained.items() if e.holding]
         return out
 
@@ -240,12 +247,18 @@ class SignalBoard:
         if patterns is None:
             return [], set()
         out: list[Transition] = []
-        matched = set()
+        matched: set[str] = set()
         for signal, labels in patterns.match(text):
-            matched.add(signal)
-            window = self.logs.get(signal)
-            if window is not None:
-                out.extend(window.add(labels, at))
+            key = self._key_of[signal]
+            matched |= self._signals_of.get(key, set())
+            shared = self.matches.get(key)
+            if shared is None:  # only validation expectations use this pattern
+                continue
+            group = shared.add(labels, at)
+            for leaf_signal in self._signals_of[key]:
+                window = self.logs.get(leaf_signal)
+                if window is not None:
+                    out.extend(window.update(group, at))
         return out, matched
 
     def probe(self, name: str, healthy: bool, latency_ms: float | None, at: float) -> list[Transition]:

@@ -111,3 +111,63 @@ JOINED_FOR_CRASH = """
     fix: [{adjust: {file: c.yaml, key: k, add: 1}}]
     validate: {window: 1m, expect: [{log: {source: app, pattern: a}}]}
 """
+
+
+class Running:
+    """A real Sidecar on a thread, with every event it emits recorded."""
+
+    def __init__(self, config: Config) -> None:
+        import threading
+
+        from suture.sidecar.runtime import Event, Sidecar
+
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+        self.sidecar = Sidecar(config, listeners=[self._record])
+        self.thread = threading.Thread(target=self.sidecar.run, daemon=True)
+
+    def _record(self, event) -> None:  # noqa: ANN001
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def start(self) -> Running:
+        self.thread.start()
+        assert self.sidecar.ready.wait(10), "sidecar did not start"
+        return self
+
+    def wait_for(self, predicate, timeout: float = 10.0, after: int = 0):  # noqa: ANN001
+        """The first event from index ``after`` on that satisfies ``predicate``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for event in self.events[after:]:
+                    if predicate(event):
+                        return event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no such event in: {[(e.kind, e.message) for e in self.events]}")
+                self._cond.wait(left)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+    def stop(self) -> None:
+        self.sidecar.stop.set()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def running():
+    started: list[Running] = []
+
+    def start(config: Config) -> Running:
+        r = Running(config).start()
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
