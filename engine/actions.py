@@ -32,7 +32,7 @@ from .edits import (
 )
 from .errors import ActionError, EditError, PathRefused
 from .paths import resolve_target
-from .playbook import Action, Adjust, Replace, SetValue
+from .playbook import FILE_ACTIONS, Action, Adjust, Replace, Restore, SetValue
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,19 +128,26 @@ def _edit(action: Action, text: str) -> TextEdit:
     raise ActionError(f"{type(action).__name__} is not a file action")
 
 
+LastGood = Callable[[str], "tuple[bytes, str] | None"]
+
+
 def plan_fix(
     actions: Sequence[Action],
     *,
     target_root: Path,
     allowed: Sequence[Path],
     read: Callable[[Path], bytes] = read_nofollow,
+    last_good: LastGood | None = None,
 ) -> Plan:
-    """Resolve, read and edit in memory; raise ActionError (PathRefused, EditError, AtBound)."""
+    """Resolve, read and edit in memory; raise ActionError (PathRefused, EditError, AtBound).
+
+    ``last_good(file)`` gives the bytes a ``restore`` puts back and where they come from.
+    """
     order: list[str] = []
     state: dict[str, tuple[Path, bytes, str, os.stat_result, list[Change]]] = {}
     effects: list[Action] = []
     for action in actions:
-        if not isinstance(action, (Adjust, SetValue, Replace)):
+        if not isinstance(action, FILE_ACTIONS):
             effects.append(action)
             continue
         where = f" ({action.at})"
@@ -158,6 +165,18 @@ def plan_fix(
             order.append(action.file)
             state[action.file] = (real, before, _decode(before, action.file), st, [])
         real, before, text, st, changes = state[action.file]
+        if isinstance(action, Restore):
+            good = last_good(action.file) if last_good is not None else None
+            if good is None:
+                raise EditError(f"{action.file}: no good version is known yet (no validated fix or backup of it){where}")
+            data, origin = good
+            new_text = _decode(data, action.file)
+            if new_text != text:
+                changes.append(Change(file=action.file, action="restore", target=origin,
+                                      old=f"sha256:{sha256_bytes(text.encode())[:12]}",
+                                      new=f"sha256:{sha256_bytes(data)[:12]}", line=0))
+            state[action.file] = (real, before, new_text, st, changes)
+            continue
         try:
             edit = _edit(action, text)
         except ActionError as exc:

@@ -34,12 +34,13 @@ from .config import Config
 from .decide import Decision
 from .errors import ActionError, AtBound, BackupError, Conflict
 from .playbook import Playbook
-from .store import Store
+from .store import FAILURE, Store
 from .validation import Judge, Verdict
 
 log = logging.getLogger("suture.executor")
 
 IdFactory = Callable[[str, float], str]
+SUSPEND_WINDOW = 24 * 3600.0  # max_attempts counts failures within this
 
 
 def new_id(prefix: str, now: float) -> str:
@@ -70,6 +71,7 @@ class Outcome:
     status: str
     detail: str
     backup_id: str | None = None
+    suspended: bool = False  # this outcome suspended the playbook (max_attempts reached)
 
 
 class Executor:
@@ -164,7 +166,30 @@ class Executor:
         return self._apply(fix_id, pb, decision, now=now, errors_before=errors_before)
 
     def _plan(self, pb: Playbook) -> Plan:
-        return plan_fix(pb.fix, target_root=self.config.target_root, allowed=self.config.allowed_paths)
+        return plan_fix(pb.fix, target_root=self.config.target_root, allowed=self.config.allowed_paths,
+                        last_good=self.last_good)
+
+    def last_good(self, file: str) -> tuple[bytes, str] | None:
+        """The last good bytes of ``file``: what the newest succeeded fix left there, else the newest backup."""
+        rows = self.store.query(
+            """SELECT f.id, s.detail FROM fix_steps s JOIN fixes f ON f.id = s.fix_id
+               WHERE s.step = 'planned' AND f.status = 'succeeded' ORDER BY f.finished_at DESC LIMIT 200"""
+        ).rows
+        for fix_id, detail in rows:
+            for entry in json.loads(detail).get("files", []):
+                if entry["path"] == file:
+                    try:
+                        return self.backups.get(entry["post"]), f"as validated by fix {fix_id}"
+                    except BackupError:
+                        break
+        for manifest in self.backups.all():
+            for record in manifest.files:
+                if record.path == file:
+                    try:
+                        return self.backups.get(record.sha256), f"backup {manifest.id} (before fix {manifest.fix_id})"
+                    except BackupError:
+                        break
+        return None
 
     def _apply(self, fix_id: str, pb: Playbook, decision: Decision, *, now: float, errors_before: int | None) -> FixRun | Outcome:
         try:
@@ -199,6 +224,8 @@ class Executor:
                 )
             except BackupError as exc:
                 return self._final(fix_id, pb, "failed", now, f"not applied: {exc}")
+            for fp in plan.files:  # post-images too, so a later `restore` can put a validated version back
+                self.backups.put(fp.after)
             self.store.update(fix_id, status="backed_up", backup_id=manifest.id)
             self.store.step(fix_id, "backed_up", now, {"backup_id": manifest.id})
             self._hook("after_backup", fix_id)
@@ -312,7 +339,14 @@ class Executor:
     def _final(self, fix_id: str, pb: Playbook, status: str, now: float, detail: str, *, errors_after: int | None = None) -> Outcome:
         self.store.finish(fix_id, status, now, detail=detail, errors_after=errors_after)
         row = self.store.fix(fix_id) or {}
-        return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail, backup_id=row.get("backup_id"))
+        suspended = False
+        if status in FAILURE and row.get("decision") == "apply":
+            failures = self.store.failures_since(pb.id, now - SUSPEND_WINDOW)
+            if failures >= pb.max_attempts:
+                reason = f"{failures} failed attempt(s) in 24h (max_attempts {pb.max_attempts}); last: {fix_id}"
+                suspended = self.store.suspend(pb.id, now, reason)
+        return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail,
+                       backup_id=row.get("backup_id"), suspended=suspended)
 
     def post_images(self, fix_id: str) -> dict[str, str]:
         """What suture wrote to each file of a fix (from its journal)."""

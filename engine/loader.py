@@ -41,8 +41,11 @@ from .playbook import (
     ProbeCondition,
     Replace,
     Restart,
+    RestartPolicy,
+    Restore,
     SetValue,
     Validate,
+    FILE_ACTIONS,
     Where,
     leaves,
     parse_duration,
@@ -245,6 +248,12 @@ class _Builder:
             timeout=self.duration((*path, "timeout"), body.get("timeout"), 30.0),
             at=self.where(path),
         )
+
+    def action_restore(self, body: dict[str, Any], path: PathKey) -> Restore:
+        return Restore(file=body["file"], at=self.where(path))
+
+    def action_restart_policy(self, body: dict[str, Any], path: PathKey) -> RestartPolicy:
+        return RestartPolicy(container=body["container"], policy=body["policy"], at=self.where(path))
 
     def action_notify(self, body: dict[str, Any], path: PathKey) -> Notify:
         return Notify(webhook=body["webhook"], at=self.where(path))
@@ -459,7 +468,7 @@ def _check_refs(pb: Playbook, doc: Document, config: Config) -> list[Problem]:
                 message = _unknown("probe", leaf.name, config.probes, config)
                 problems.append(doc.problem((*at, "name"), message))
     for action in (*pb.fix, *pb.on_rollback):
-        if isinstance(action, (Adjust, SetValue, Replace)):
+        if isinstance(action, FILE_ACTIONS):
             try:
                 resolve_target(config.target_root, config.allowed_paths, action.file)
             except PathRefused as exc:

@@ -236,6 +236,29 @@ class Replace:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Restore:
+    """Put back the last good version of a file (see engine.actions)."""
+
+    file: str
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        return f"restore the last good {self.file}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartPolicy:
+    """Set a container's restart policy through the Docker Engine API."""
+
+    container: str
+    policy: Literal["no", "on-failure", "always", "unless-stopped"]
+    at: Where = field(compare=False)
+
+    def describe(self) -> str:
+        return f"set the restart policy of container {self.container} to {self.policy!r}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Restart:
     """Restart a container (Docker Engine API) or signal a process by pid file."""
 
@@ -273,8 +296,8 @@ class Notify:
         return f"notify {self.webhook}"
 
 
-Action = Union[Adjust, SetValue, Replace, Restart, Exec, Notify]
-FILE_ACTIONS = (Adjust, SetValue, Replace)
+Action = Union[Adjust, SetValue, Replace, Restore, Restart, RestartPolicy, Exec, Notify]
+FILE_ACTIONS = (Adjust, SetValue, Replace, Restore)
 
 
 # --- the playbook ----------------------------------------------------------------------

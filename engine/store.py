@@ -71,6 +71,19 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        "suspensions",
+        """
+        CREATE TABLE suspensions (
+            playbook_id VARCHAR NOT NULL,
+            suspended_at TIMESTAMP NOT NULL,
+            reason VARCHAR NOT NULL,
+            resumed_at TIMESTAMP,
+            resumed_by VARCHAR
+        );
+        """,
+    ),
 )
 
 
@@ -242,21 +255,26 @@ class Store:
         return Outcomes(successes=int(row[0]), failures=int(row[1]))
 
     def gate(self, playbook_id: str, key: str, now: float) -> Gate:
+        """Cooldown, backoff, in-flight and suspension state for one playbook and key."""
         in_flight = self.con.execute(
             "SELECT count(*) FROM fixes WHERE playbook_id = ? AND group_key = ? AND finished_at IS NULL",
             [playbook_id, key],
         ).fetchone()
         last = self.con.execute(
             """SELECT max(started_at) FROM fixes WHERE playbook_id = ? AND group_key = ?
-               AND decision IN ('apply', 'propose')""",
+               AND decision IN ('apply', 'propose', 'shadow')""",
             [playbook_id, key],
         ).fetchone()
+        resumed = self.con.execute(
+            "SELECT max(resumed_at) FROM suspensions WHERE playbook_id = ?", [playbook_id]
+        ).fetchone()
+        since = resumed[0] if resumed and resumed[0] is not None else datetime(1970, 1, 1)
         statuses = self.con.execute(
             """SELECT status FROM fixes WHERE playbook_id = ? AND group_key = ? AND decision = 'apply'
-               AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 16""",
-            [playbook_id, key],
+               AND finished_at IS NOT NULL AND finished_at > ? ORDER BY finished_at DESC LIMIT 16""",
+            [playbook_id, key, since],
         ).fetchall()
-        consecutive = 0
+        consecutive = 0  # failures in a row since the last success (a person's resume starts afresh)
         for (status,) in statuses:
             if status in SUCCESS:
                 break
@@ -265,12 +283,48 @@ class Store:
         hour = self.con.execute(
             "SELECT count(*) FROM fixes WHERE decision = 'apply' AND started_at >= ?", [ts(now - 3600)]
         ).fetchone()
+        suspended = self.suspension(playbook_id)
         return Gate(
+            suspended=suspended is not None,
+            suspended_reason=suspended["reason"] if suspended else "",
             in_flight=bool(in_flight and in_flight[0]),
             last_started_at=epoch(last[0]) if last and last[0] else None,
             consecutive_failures=consecutive,
             fixes_last_hour=int(hour[0]) if hour else 0,
         )
+
+    # -- suspensions --
+
+    def failures_since(self, playbook_id: str, since: float) -> int:
+        row = self.con.execute(
+            f"""SELECT count(*) FROM fixes WHERE playbook_id = ? AND decision = 'apply'
+                AND status IN {_sql_list(FAILURE)} AND finished_at >= ?""",
+            [playbook_id, ts(since)],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def suspension(self, playbook_id: str) -> dict[str, Any] | None:
+        rows = self.query(
+            "SELECT * FROM suspensions WHERE playbook_id = ? AND resumed_at IS NULL ORDER BY suspended_at DESC LIMIT 1",
+            [playbook_id],
+        ).dicts()
+        return rows[0] if rows else None
+
+    def suspend(self, playbook_id: str, at: float, reason: str) -> bool:
+        """Suspend a playbook until a person resumes it; False if it already was."""
+        if self.suspension(playbook_id) is not None:
+            return False
+        self._exec("INSERT INTO suspensions (playbook_id, suspended_at, reason) VALUES (?, ?, ?)",
+                   [playbook_id, ts(at), reason])
+        return True
+
+    def resume(self, playbook_id: str, at: float, by: str) -> bool:
+        """Lift a suspension; False if the playbook was not suspended."""
+        if self.suspension(playbook_id) is None:
+            return False
+        self._exec("UPDATE suspensions SET resumed_at = ?, resumed_by = ? WHERE playbook_id = ? AND resumed_at IS NULL",
+                   [ts(at), by, playbook_id])
+        return True
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
         try:

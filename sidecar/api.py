@@ -171,6 +171,9 @@ class Api:
             return {"version": None, "loaded": [], "errors": []}
         return {
             "version": result.version,
+            "loaded_at": _iso(self.sidecar.loaded_at),
+            "reloads": self.sidecar.reloads,
+            "reload_errors": self.sidecar.reload_errors,
             "loaded": [{"id": pb.id, "file": pb.file, "version": pb.digest[:12], "mode": pb.mode,
                         "confidence": pb.confidence, "severity": pb.severity, "tags": list(pb.tags)}
                        for pb in result.playbooks],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -185,6 +186,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = Store.open(config.db_path)
+    try:
+        resumed = store.resume(args.playbook_id, time.time(), by=args.by)
+    finally:
+        store.close()
+    if not resumed:
+        print(f"{args.playbook_id} is not suspended", file=sys.stderr)
+        return 1
+    print(f"resumed {args.playbook_id}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -226,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup_id")
     p.add_argument("--force", action="store_true", help="restore even over files changed since suture wrote them")
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("resume", parents=[common], help="let a suspended playbook act again")
+    p.add_argument("playbook_id")
+    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who resumes it (recorded)")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("demo", parents=[common], help="watch suture heal a demo app")
     p.add_argument("--workdir", help="where to set the demo up (default: a temporary folder)")

@@ -314,6 +314,10 @@ class Sidecar:
         self.emit(outcome.status, f"{outcome.fix_id} ({outcome.playbook_id}): {outcome.detail}",
                   fix_id=outcome.fix_id, playbook_id=outcome.playbook_id, status=outcome.status,
                   backup_id=outcome.backup_id)
+        if outcome.suspended:
+            self.emit("suspended", f"{outcome.playbook_id}: suspended after too many failed attempts; "
+                      f"`suture resume {outcome.playbook_id}` lets it act again",
+                      playbook_id=outcome.playbook_id)
 
     # -- threads --
 

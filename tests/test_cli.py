@@ -174,3 +174,11 @@ def test_plain_pip_install_gives_a_working_command(tmp_path):
                             "from suture.sidecar.demo import demo_source; from suture.engine.documents import schema_dir;"
                             "print(demo_source(), schema_dir())"], cwd=other, capture_output=True, text=True)
     assert str(venv) in found.stdout, found.stdout + found.stderr
+
+
+def test_readme_reference_matches_the_schema():
+    """The playbook reference in README.md is the one generated from the schema (no drift)."""
+    from suture.sidecar.reference import readme_section, render_reference
+
+    readme = (REPO / "README.md").read_text()
+    assert readme_section(readme) == render_reference(), "run: python -m suture.sidecar.reference --write"

@@ -234,3 +234,62 @@ def test_recovery_after_a_crash_restores_the_pre_image(parts, target, clock, poi
     assert sha(path) == before
     assert store.unfinished() == []
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")] or point == "before_rename"
+
+
+def test_restore_puts_back_what_the_last_succeeded_fix_validated(parts, target, clock):
+    """After a validated fix, a bad hand edit is undone by `restore` to the validated bytes."""
+    _, store, _ = parts
+    path = target / "config/settings.yaml"
+    ex = _executor(parts)
+    pb = playbook(RATE_LIMIT)
+    run = ex.start(pb, _decision(pb, store, clock), now=clock())
+    assert _run_window(run, ex, clock, lambda now: [OK]).status == "succeeded"
+    validated = path.read_bytes()
+    path.write_text("upstream: {request_delay_s: oops\n")  # a broken hand edit
+    restorer = playbook(
+        """
+        id: restore-config
+        when: {log: {source: app, pattern: 'config .* unreadable'}}
+        confidence: 90
+        fix: [{restore: {file: config/settings.yaml}}]
+        validate: {window: 5s, expect: [{log: {source: app, pattern: 'unreadable', at_most: 0}}]}
+        """
+    )
+    clock.advance(10)
+    run = ex.start(restorer, _decision(restorer, store, clock), now=clock())
+    assert isinstance(run, FixRun)
+    assert path.read_bytes() == validated
+    assert "as validated by fix" in run.plan.changes[0].target
+
+
+def test_restore_without_any_known_good_version_is_not_possible(parts, target, clock):
+    """No validated fix and no backup of the file: the fix fails to plan, nothing is written."""
+    _, store, _ = parts
+    restorer = playbook(
+        """
+        id: restore-config
+        when: {log: {source: app, pattern: 'unreadable'}}
+        confidence: 90
+        fix: [{restore: {file: config/settings.yaml}}]
+        validate: {window: 5s, expect: [{log: {source: app, pattern: 'unreadable', at_most: 0}}]}
+        """
+    )
+    outcome = _executor(parts).start(restorer, _decision(restorer, store, clock), now=clock())
+    assert outcome.status == "failed" and "no good version is known" in outcome.detail
+
+
+def test_max_attempts_failures_in_a_day_suspend_the_playbook_until_a_person_resumes(parts, target, clock):
+    """Three rollbacks within 24h suspend it (persisted); resume lets it decide again."""
+    _, store, _ = parts
+    pb = playbook(RATE_LIMIT.replace("cooldown: 1m", "cooldown: 1s").replace("max: 5", "max: 1000"))
+    ex = _executor(parts)
+    outcomes = []
+    for _ in range(3):
+        run = ex.start(pb, _decision(pb, store, clock, threshold=50), now=clock())
+        outcomes.append(ex.settle(run, Verdict(state="breached", reason="still failing"), clock()))
+        clock.advance(3600)
+    assert [o.suspended for o in outcomes] == [False, False, True]
+    decision = _decision(pb, store, clock, threshold=50)
+    assert decision.verdict == "skip" and "3 failed attempt(s) in 24h" in decision.reason
+    assert store.resume(pb.id, clock(), by="alice")
+    assert _decision(pb, store, clock, threshold=50).verdict == "apply"

@@ -192,3 +192,12 @@ def test_a_playbook_added_while_its_diagnosis_holds_fires(setup, running):
     finally:
         store.close()
     assert ids == ["watcher", "timeouts"]
+
+
+def test_reloads_of_a_hundred_playbooks_keep_memory_flat_and_log_no_errors(tmp_path):
+    """150 reloads of a 100-playbook set (the bench does 1,000): RSS flat, no errors logged."""
+    from tests.bench.reload import reload_memory
+
+    before, after, errors, _per = reload_memory(tmp_path, 150)
+    assert errors == 0
+    assert after - before < 5.0, f"RSS grew {after - before:.1f} MB"
