@@ -41,9 +41,9 @@ from .playbook import (
     ProbeCondition,
     Replace,
     Restart,
-    RestartPolicy,
     Restore,
     SetValue,
+    Stop,
     Validate,
     FILE_ACTIONS,
     Where,
@@ -252,8 +252,9 @@ class _Builder:
     def action_restore(self, body: dict[str, Any], path: PathKey) -> Restore:
         return Restore(file=body["file"], at=self.where(path))
 
-    def action_restart_policy(self, body: dict[str, Any], path: PathKey) -> RestartPolicy:
-        return RestartPolicy(container=body["container"], policy=body["policy"], at=self.where(path))
+    def action_stop(self, body: dict[str, Any], path: PathKey) -> Stop:
+        return Stop(container=body["container"], timeout=self.duration((*path, "timeout"), body.get("timeout"), 10.0),
+                    at=self.where(path))
 
     def action_notify(self, body: dict[str, Any], path: PathKey) -> Notify:
         return Notify(webhook=body["webhook"], at=self.where(path))

@@ -247,15 +247,15 @@ class Restore:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RestartPolicy:
-    """Set a container's restart policy through the Docker Engine API."""
+class Stop:
+    """Stop a container (a stopped container is not restarted by its restart policy)."""
 
     container: str
-    policy: Literal["no", "on-failure", "always", "unless-stopped"]
+    timeout: float = 10.0
     at: Where = field(compare=False)
 
     def describe(self) -> str:
-        return f"set the restart policy of container {self.container} to {self.policy!r}"
+        return f"stop container {self.container}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -296,7 +296,7 @@ class Notify:
         return f"notify {self.webhook}"
 
 
-Action = Union[Adjust, SetValue, Replace, Restore, Restart, RestartPolicy, Exec, Notify]
+Action = Union[Adjust, SetValue, Replace, Restore, Restart, Stop, Exec, Notify]
 FILE_ACTIONS = (Adjust, SetValue, Replace, Restore)
 
 

@@ -32,7 +32,7 @@ import durable_rules_engine
 from durable import engine as dr
 
 from .errors import RulesError
-from .playbook import AllOf, AnyOf, Condition, Leaf, NotOf, Playbook
+from .playbook import AllOf, AnyOf, Condition, ContainerCondition, Leaf, NotOf, Playbook
 
 READY_SIGNAL = "$ready"
 READY_RULE = "$ready"
@@ -98,7 +98,13 @@ def to_dnf(condition: Condition, negate: bool = False) -> list[Conjunction]:
 
 
 def leaf_labels(leaf: Leaf) -> tuple[str, ...]:
-    """Label names a leaf's facts carry, on which conjunctions join."""
+    """Label names a leaf's facts carry, on which conjunctions join.
+
+    Log facts carry their ``group_by`` groups; container facts carry ``container``,
+    so a log condition grouped by a ``container`` group joins with container conditions.
+    """
+    if isinstance(leaf, ContainerCondition):
+        return ("container",)
     return tuple(getattr(leaf, "group_by", ()))
 
 

@@ -18,7 +18,7 @@ from suture.engine.documents import load_schema
 START = "<!-- reference:start (generated from schemas/playbook.schema.json; do not edit by hand) -->"
 END = "<!-- reference:end -->"
 CONDITIONS = ("log", "metric", "probe", "container")
-ACTIONS = ("adjust", "set", "replace", "restore", "restart", "restart_policy", "exec", "notify")
+ACTIONS = ("adjust", "set", "replace", "restore", "restart", "stop", "exec", "notify")
 
 
 def _type(node: Mapping[str, Any]) -> str:

@@ -31,23 +31,27 @@ from suture.engine.actions import EffectRunner
 from suture.engine.backup import BackupStore
 from suture.engine.config import Config
 from suture.engine.decide import decide
-from suture.engine.errors import SutureError
+from suture.engine.errors import ActionError, SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.catalog import Catalog, Change
 from suture.engine.loader import PlaybookSet
-from suture.engine.playbook import Playbook, leaves
+from suture.engine.playbook import ContainerCondition, Playbook, leaves
 from suture.engine.rules import Match, Rules
 from suture.engine.store import Store
 from suture.engine.validation import Verdict
 
+from .effects import Effects
 from .signals import SignalBoard, Transition
-from .sources.base import Line, ProbeResult
+from .sources.base import Line, MetricSample, ProbeResult
+from .sources.containers import ContainerState, ContainerWatcher
+from .sources.metrics import MetricsSampler
 from .sources.files import Checkpoints, FileSource
 from .sources.probes import Probe, build_probe
 
 log = logging.getLogger("suture")
 
 TICK = 0.2  # seconds between window/validation checks when nothing arrives
+ALERTS = frozenset({"proposed", "rolled_back", "conflict", "suspended", "exhausted", "inconclusive", "failed"})
 RESCAN = 1.0  # seconds between glob rescans when the file watcher is quiet
 RELOAD_RESCAN = 2.0  # seconds between playbook folder rescans when no event arrives
 
@@ -91,7 +95,9 @@ class Sidecar:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=64)
         self.store: Store | None = None
         self.executor: Executor | None = None
-        self.effects = effects
+        self._own_effects = effects is None
+        self.effects: EffectRunner = effects if effects is not None else Effects(config, stop=self.stop, clock=clock)
+        self._watched_containers: frozenset[str] = frozenset()
         self.rules = Rules()
         self.board = SignalBoard([])
         self.playbooks: dict[str, Playbook] = {}
@@ -113,7 +119,12 @@ class Sidecar:
 
     def emit(self, kind: str, message: str, **data: Any) -> None:
         event = Event(kind=kind, at=self.clock(), message=message, data=data)
-        log.info("%-12s %s", kind, message)
+        level = logging.WARNING if kind in ALERTS or kind in ("error", "reload_failed") else logging.INFO
+        log.log(level, "%-12s %s", kind, message)
+        if kind in ALERTS and self.config.notify_webhook and isinstance(self.effects, Effects):
+            body = {"source": "suture", "kind": kind, "message": message, "at": event.at,
+                    **{k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}}
+            self.effects.notifier().send(body)  # queued; never blocks the core
         for listener in self.listeners:
             try:
                 listener(event)
@@ -153,6 +164,7 @@ class Sidecar:
             self.emit("reload_failed", f"playbooks not swapped in: {exc}")
             return
         self.board = board
+        self._watched_containers = frozenset(board.containers() | _expected_containers(result.playbooks))
         self.playbook_set = result
         self.playbooks = {pb.id: pb for pb in result.playbooks}
         self.loaded_at = now
@@ -205,6 +217,10 @@ class Sidecar:
                 item.done.set()
         elif isinstance(item, ProbeResult):
             self.observe_probe(item)
+        elif isinstance(item, list) and item and isinstance(item[0], MetricSample):
+            self.observe_metrics(item)
+        elif isinstance(item, list) and item and isinstance(item[0], ContainerState):
+            self.observe_containers(item)
         elif callable(item):
             item()
 
@@ -333,6 +349,8 @@ class Sidecar:
         if self._sources:
             self._spawn("tailer", self._tail_loop, checkpoints)
         self._spawn("reload", self._reload_loop)
+        self._spawn("metrics", self._metrics_loop)
+        self._spawn("containers", self._container_loop)
         for cfg in self.config.probes.values():
             try:
                 probe = build_probe(cfg)
@@ -426,6 +444,54 @@ class Sidecar:
             if self.stop.wait(probe.interval):
                 return
 
+    def _metrics_loop(self) -> None:
+        sampler = MetricsSampler(processes=self.config.processes)
+        while not self.stop.is_set():
+            samples = sampler.sample(self.clock())
+            if samples:
+                self._put(samples)
+            if self.stop.wait(self.config.metrics_interval):
+                return
+
+    def _container_loop(self) -> None:
+        """Poll the containers that conditions name (the set follows reloads); no engine, no polling."""
+        watcher: ContainerWatcher | None = None
+        while not self.stop.is_set():
+            names = self._watched_containers
+            if names:
+                if watcher is None or set(watcher.names) != names:
+                    try:
+                        client = self._docker_client()
+                    except ActionError as exc:
+                        self.emit("error", f"containers {', '.join(sorted(names))} cannot be watched: {exc}")
+                        if self.stop.wait(60):
+                            return
+                        continue
+                    watcher = ContainerWatcher(client, sorted(names))
+                self._put(watcher.poll(self.clock()))
+            if self.stop.wait(self.config.metrics_interval):
+                return
+
+    def _docker_client(self) -> Any:
+        runner = self.effects
+        if isinstance(runner, Effects):
+            return runner.docker()
+        raise ActionError("no container engine configured")
+
+    def observe_metrics(self, samples: list[MetricSample]) -> None:
+        for sample in samples:
+            for run in self.runs:
+                run.judge.metric(sample.name, sample.value, sample.at)
+            for t in self.board.metric(sample.name, sample.value, sample.at):
+                self._apply_transition(t)
+
+    def observe_containers(self, states: list[ContainerState]) -> None:
+        for st in states:
+            for run in self.runs:
+                run.judge.container(st.name, st.state, st.restarted, st.at)
+            for t in self.board.container(st.name, st.state, st.at, restarted=st.restarted):
+                self._apply_transition(t)
+
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run ``fn`` on the core thread and return its result (for the API)."""
         done = threading.Event()
@@ -459,7 +525,15 @@ class Sidecar:
             thread.join(timeout=2.0)
         for source in self._sources.values():
             source.close()
+        if self._own_effects and isinstance(self.effects, Effects):
+            self.effects.close(timeout=1.0)
         self.rules.close()
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def _expected_containers(playbooks: Sequence[Playbook]) -> set[str]:
+    """Containers named by validation expectations (judged during a fix)."""
+    return {leaf.name for pb in playbooks for item in pb.validate.expect for leaf in leaves(item)
+            if isinstance(leaf, ContainerCondition)}

@@ -156,6 +156,17 @@ class _Sustained:
     leaf: ProbeCondition | MetricCondition | ContainerCondition
     good_since: float | None = None
     holding: bool = False
+    restarts: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+    @property
+    def fact(self) -> Fact:
+        labels = {"container": self.leaf.name} if isinstance(self.leaf, ContainerCondition) else {}
+        return Fact(signal=self.leaf.signal, labels=labels)
+
+    def restarted(self, at: float) -> list[Transition]:
+        """A restart of the container (restarts condition): count it in the window."""
+        self.restarts.append(at)
+        return self.tick(at)
 
     def reading(self, ok: bool, at: float) -> list[Transition]:
         if ok:
@@ -166,12 +177,17 @@ class _Sustained:
         return self.tick(at)
 
     def tick(self, now: float) -> list[Transition]:
-        for_s = getattr(self.leaf, "for_s", 0.0)
-        holds = self.good_since is not None and now - self.good_since >= for_s
+        leaf = self.leaf
+        if isinstance(leaf, ContainerCondition) and leaf.restarts_at_least is not None:
+            since = now - (leaf.restarts_within or float("inf"))
+            holds = sum(1 for t in self.restarts if t > since) >= leaf.restarts_at_least
+        else:
+            for_s = getattr(leaf, "for_s", 0.0)
+            holds = self.good_since is not None and now - self.good_since >= for_s
         if holds == self.holding:
             return []
         self.holding = holds
-        return [Transition(Fact(signal=self.leaf.signal), holds)]
+        return [Transition(self.fact, holds)]
 
 
 def _probe_ok(leaf: ProbeCondition, healthy: bool, latency_ms: float | None) -> bool:
@@ -211,8 +227,19 @@ class SignalBoard:
         reps: dict[str, dict[PatternKey, LogCondition]] = {}
         for leaf in [*(w.leaf for w in self.logs.values()), *expect_logs]:
             reps.setdefault(leaf.source, {}).setdefault(pattern_key(leaf), leaf)
-        self._key_of = {leaf.signal: k for by_key in reps.values() for k, leaf in by_key.items()}
-        self.patterns = {source: PatternSet(by_key.values()) for source, by_key in reps.items()}
+        # Compiling a multi-pattern database is the slow part of a reload: reuse the previous
+        # board's matcher for every source whose set of patterns did not change.
+        self._matchers: dict[str, tuple[frozenset[PatternKey], PatternSet, dict[str, PatternKey]]] = {}
+        for source, by_key in reps.items():
+            keys = frozenset(by_key)
+            old_matcher = previous._matchers.get(source) if previous else None
+            if old_matcher is not None and old_matcher[0] == keys:
+                self._matchers[source] = old_matcher
+            else:
+                key_of = {leaf.signal: k for k, leaf in by_key.items()}
+                self._matchers[source] = (keys, PatternSet(by_key.values()), key_of)
+        self.patterns = {source: m[1] for source, m in self._matchers.items()}
+        self._key_of = {signal: k for m in self._matchers.values() for signal, k in m[2].items()}
 
     def _add(self, leaf: Leaf, previous: SignalBoard | None) -> None:
         if isinstance(leaf, LogCondition):
@@ -235,7 +262,7 @@ class SignalBoard:
     def holding(self) -> list[Fact]:
         """Every fact that holds now (to carry into a new rules generation)."""
         out = [Fact(signal=s, labels=w.matches.labels.get(k, {})) for s, w in self.logs.items() for k in w.holding]
-        out += [Fact(signal=s) for s, e in self.sustained.items() if e.holding]
+        out += [e.fact for e in self.sustained.values() if e.holding]
         return out
 
     def start(self, now: float) -> list[Transition]:
@@ -275,12 +302,21 @@ class SignalBoard:
                 out.extend(e.reading(_metric_ok(e.leaf, value), at))
         return out
 
-    def container(self, name: str, state: str, at: float) -> list[Transition]:
+    def container(self, name: str, state: str, at: float, *, restarted: bool = False) -> list[Transition]:
+        """A container's state as polled; ``restarted``: a new start was seen since the last poll."""
         out: list[Transition] = []
         for e in self.sustained.values():
-            if isinstance(e.leaf, ContainerCondition) and e.leaf.name == name and e.leaf.state is not None:
+            if not isinstance(e.leaf, ContainerCondition) or e.leaf.name != name:
+                continue
+            if e.leaf.state is not None:
                 out.extend(e.reading(state == e.leaf.state, at))
+            elif restarted:
+                out.extend(e.restarted(at))
         return out
+
+    def containers(self) -> set[str]:
+        """Names of the containers some condition watches."""
+        return {e.leaf.name for e in self.sustained.values() if isinstance(e.leaf, ContainerCondition)}
 
     def tick(self, now: float) -> list[Transition]:
         out: list[Transition] = []

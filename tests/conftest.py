@@ -12,6 +12,8 @@ from suture.engine.config import Config, load_config
 from suture.engine.loader import parse_playbook
 from suture.engine.playbook import Playbook
 
+from .containers import busybox_image, docker_api, docker_engine, docker_url, make_container  # noqa: F401 (fixtures)
+
 
 @dataclass
 class Clock:

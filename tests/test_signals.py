@@ -120,3 +120,24 @@ def test_a_line_reports_every_signal_it_matched_for_validation():
     _, matched = board.line("app", "ERR /x", 1.0)
     expect_signal = pb().validate.expect[0].signal
     assert expect_signal in matched
+
+
+def test_container_restarts_within_a_window_hold_and_age_out():
+    """Three restarts within 10m hold; as they age past the window the fact is retracted."""
+    p = playbook(
+        """
+        id: crash-loop
+        when: {container: {name: app, restarts: {at_least: 3, within: 10m}}}
+        confidence: 80
+        fix: [{notify: {webhook: "http://127.0.0.1:1/x"}}]
+        validate: {window: 1m, expect: [{container: {name: app, state: running}}]}
+        """
+    )
+    board = SignalBoard([p])
+    assert board.containers() == {"app"}
+    assert board.container("app", "running", 0.0, restarted=True) == []
+    assert board.container("app", "running", 60.0, restarted=True) == []
+    (t,) = board.container("app", "running", 120.0, restarted=True)
+    assert t.holds and dict(t.fact.labels) == {"container": "app"}
+    (t,) = board.tick(601.0)
+    assert not t.holds
