@@ -34,6 +34,14 @@ class ApiError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Raw:
+    """A response that is not JSON (e.g. the Prometheus text format)."""
+
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     method: str
     pattern: re.Pattern[str]
@@ -68,6 +76,7 @@ class Api:
         self.add("GET", "/api/monitoring/stats", self.stats)
         self.add("GET", "/api/monitoring/backups", self.backups)
         self.add("GET", "/api/monitoring/playbooks", self.playbooks)
+        self.add("GET", "/metrics", self.metrics)
 
     def add(self, method: str, path: str, handler: Callable[..., Any], *, mutating: bool = False) -> None:
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
@@ -98,6 +107,11 @@ class Api:
             raise ApiError(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
 
     # -- handlers --
+
+    def metrics(self) -> Raw:
+        from .telemetry import CONTENT_TYPE
+
+        return Raw(self.sidecar.telemetry.render(), CONTENT_TYPE)
 
     def health(self) -> dict[str, Any]:
         results = dict(self.sidecar.probe_results)
@@ -190,9 +204,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
     def _respond(self, status: int, payload: Any) -> None:
-        body = json.dumps(_jsonable(payload), indent=2).encode()
+        if isinstance(payload, Raw):
+            body, content_type = payload.body, payload.content_type
+        else:
+            body, content_type = json.dumps(_jsonable(payload), indent=2).encode(), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
@@ -235,6 +252,8 @@ def serve(sidecar: Sidecar) -> _Server:
     cfg = sidecar.config.api
     handler = type("Handler", (_Handler,), {"api": Api(sidecar)})
     server = _Server((cfg.host, cfg.port), handler)
+    host, port = server.server_address[:2]
+    sidecar.api_url = f"http://{host}:{port}" if ":" not in str(host) else f"http://[{host}]:{port}"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="suture-api", daemon=True).start()
-    log.info("api          listening on http://%s", cfg.listen)
+    log.info("api          listening on %s", sidecar.api_url)
     return server

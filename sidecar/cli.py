@@ -200,6 +200,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import run_command
+
+    return run_command(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -246,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("playbook_id")
     p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who resumes it (recorded)")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("replay", parents=[common], help="offline: which playbooks would fire on recorded logs, and when")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="recorded log files (gzip is read transparently)")
+    p.add_argument("--source", metavar="NAME", help="the source of every LOG (default: the file source whose glob matches)")
+    p.add_argument("--year", type=int, help="the year for syslog timestamps, which have none (default: this year)")
+    p.add_argument("--assume", choices=("hold", "fail"), default="hold",
+                   help="probe/metric/container conditions are not in a log: take them as holding (default) or failing")
+    p.add_argument("--json", action="store_true", help="one JSON object per firing, then a summary object")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", parents=[common], help="watch suture heal a demo app")
     p.add_argument("--workdir", help="where to set the demo up (default: a temporary folder)")

@@ -42,6 +42,7 @@ from suture.engine.validation import Verdict
 
 from .effects import Effects
 from .signals import SignalBoard, Transition
+from .telemetry import Telemetry
 from .sources.base import Line, MetricSample, ProbeResult
 from .sources.containers import ContainerState, ContainerWatcher
 from .sources.metrics import MetricsSampler
@@ -113,6 +114,9 @@ class Sidecar:
         self.ready = threading.Event()
         self._threads: list[threading.Thread] = []
         self._catalog_lock = threading.Lock()
+        self._trigger_at: float | None = None  # read time of the line being processed
+        self.telemetry = Telemetry(self)
+        self.api_url: str | None = None  # set by sidecar.api.serve
         self._sources: dict[str, FileSource] = {}
 
     # -- events --
@@ -228,8 +232,12 @@ class Sidecar:
         transitions, matched = self.board.line(line.source, line.text, line.at)
         for run in self.runs:
             run.judge.line(line.source, matched, line.at)
-        for t in transitions:
-            self._apply_transition(t)
+        self._trigger_at = line.at
+        try:
+            for t in transitions:
+                self._apply_transition(t)
+        finally:
+            self._trigger_at = None
 
     def observe_probe(self, result: ProbeResult) -> None:
         self.probe_results[result.name] = result
@@ -292,9 +300,12 @@ class Sidecar:
             fixes_per_hour=self.config.fixes_per_hour,
             now=now,
         )
+        if self._trigger_at is not None:
+            self.telemetry.detection.observe(max(0.0, self.clock() - self._trigger_at))
         if decision.verdict == "skip":
             log.info("skip         %s%s: %s", pb.id, key, decision.reason)
             return
+        self.telemetry.confidence.labels(pb.id).set(decision.adjusted_confidence)
         self.emit(
             "decided",
             f"{pb.id}{key}: base confidence {pb.confidence:g}, {decision.successes} success(es) / "
@@ -324,9 +335,11 @@ class Sidecar:
         assert self.executor is not None
         self.runs.remove(run)
         outcome = self.executor.settle(run, verdict, now)
+        self.telemetry.fix_duration.observe(max(0.0, now - run.started_at))
         self._report(outcome)
 
     def _report(self, outcome: Outcome) -> None:
+        self.telemetry.fixes.labels(outcome.playbook_id, outcome.status).inc()
         self.emit(outcome.status, f"{outcome.fix_id} ({outcome.playbook_id}): {outcome.detail}",
                   fix_id=outcome.fix_id, playbook_id=outcome.playbook_id, status=outcome.status,
                   backup_id=outcome.backup_id)

@@ -65,6 +65,7 @@ class _Matches:
     times: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     evicted: int = 0
+    total: int = 0  # lines matched, ever (for /metrics)
 
     def grow(self, keep: int) -> None:
         if keep > self.keep:
@@ -73,6 +74,7 @@ class _Matches:
                 self.times[key] = deque(times, maxlen=keep)
 
     def add(self, labels: Mapping[str, str], at: float) -> str:
+        self.total += 1
         key = Fact(signal="", labels=dict(labels)).key
         times = self.times.get(key)
         if times is None:

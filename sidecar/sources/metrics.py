@@ -28,11 +28,16 @@ Where the numbers come from, and why sampling is single-threaded: psutil reads
 ``/proc`` through the module-global ``psutil.PROCFS_PATH``; :meth:`MetricsSampler.sample`
 sets it to ``proc_root`` for the duration of the sample and restores it after, so
 only one sample may run at a time in a process (the runtime samples on one thread).
-That is what lets the tests run against a checked-in fake procfs. Load averages are
-read from ``proc_root/loadavg`` directly, because ``psutil.getloadavg`` is
-``os.getloadavg`` and would ignore ``proc_root``. Disk usage is ``statvfs`` of the
-mountpoint on the real machine; only the *list* of mounts comes from ``proc_root``
-(psutil lists ``/etc/mtab`` for the real ``/proc``, ``proc_root/self/mounts`` otherwise).
+That is what lets the tests run against a checked-in fake procfs; with the default
+``/proc`` the swap writes the value already there, so psutil calls on other threads
+(sidecar.effects) are unaffected.
+
+Load averages are read from ``proc_root/loadavg`` directly, because
+``psutil.getloadavg`` is ``os.getloadavg`` and would ignore ``proc_root``. Disk
+usage is ``statvfs`` of the mountpoint on the real machine; only the *list* of
+mounts comes from ``proc_root`` (psutil lists ``/etc/mtab`` for the real
+``/proc``, ``proc_root/self/mounts`` otherwise). Read-only images (squashfs snaps,
+ISO mounts) are always full by design and are left out of that list.
 """
 
 from __future__ import annotations

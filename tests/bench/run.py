@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench import detection, reload  # noqa: E402
+from tests.bench import detection, reload, replay  # noqa: E402
 
-BENCHES = {"detection": detection.main, "reload": reload.main}
+BENCHES = {"detection": detection.main, "reload": reload.main, "replay": replay.main}
 
 
 def main() -> int:

@@ -1,0 +1,114 @@
+"""`GET /metrics`: what the sidecar sees and does, in the Prometheus text format.
+
+Two kinds of numbers:
+
+- read at scrape time from the state the sidecar already keeps (a collector):
+  lines, bytes, truncated lines, decode errors, rotations and truncations per
+  source; matches per playbook condition; probe status and latency; active
+  signals; loaded playbooks; reloads and reload errors;
+- counted as things happen (a private registry, never the global one): fixes
+  by playbook and outcome, adjusted confidence per playbook, detection latency
+  and fix duration histograms.
+
+This is how an operator sees that nothing is lost: lines read per source go
+up with the log, and truncations, decode errors and rotations are counted,
+not hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from suture.engine.playbook import LogCondition, leaves
+
+if TYPE_CHECKING:
+    from .runtime import Sidecar
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+SOURCE_COUNTERS = (
+    ("lines", "suture_source_lines_total", "Lines read and matched, per source."),
+    ("bytes", "suture_source_bytes_total", "Bytes read, per source."),
+    ("truncated", "suture_source_truncated_lines_total", "Lines longer than the line cap, cut and counted."),
+    ("decode_errors", "suture_source_decode_errors_total", "Lines with invalid UTF-8 (decoded with replacement)."),
+    ("rotations", "suture_source_rotations_total", "Rename rotations seen."),
+    ("truncations", "suture_source_truncations_total", "Truncations (copytruncate, rewrites) seen."),
+    ("partial_flushes", "suture_source_partial_lines_total", "Unterminated last lines flushed after a timeout."),
+)
+
+
+class _StateCollector(Collector):
+    """Numbers the sidecar already keeps, read at scrape time."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+
+    def collect(self) -> Iterator[Metric]:
+        sc = self.sidecar
+        sources = dict(sc._sources)
+        for key, name, doc in SOURCE_COUNTERS:
+            family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=["source"])
+            for source, tail in sorted(sources.items()):
+                family.add_metric([source], tail.stats.get(key, 0))
+            yield family
+        files = GaugeMetricFamily("suture_source_files", "Files being followed, per source.", labels=["source"])
+        for source, tail in sorted(sources.items()):
+            files.add_metric([source], tail.stats.get("files", 0))
+        yield files
+
+        board = sc.board
+        matches = CounterMetricFamily("suture_condition_matches", "Lines matched, per playbook log condition.",
+                                      labels=["playbook", "condition"])
+        for pb in sorted(sc.playbooks.values(), key=lambda p: p.id):
+            for leaf in leaves(pb.when):
+                if isinstance(leaf, LogCondition):
+                    shared = board.matches.get((leaf.source, leaf.pattern, leaf.group_by))
+                    matches.add_metric([pb.id, leaf.at.path], shared.total if shared else 0)
+        yield matches
+        yield GaugeMetricFamily("suture_signals_active", "Conditions holding now (facts in the rules engine).",
+                                value=len(board.holding()))
+
+        up = GaugeMetricFamily("suture_probe_up", "1 if the probe's last check was healthy.", labels=["probe"])
+        latency = GaugeMetricFamily("suture_probe_latency_ms", "The probe's last latency.", labels=["probe"])
+        for name, result in sorted(dict(sc.probe_results).items()):
+            up.add_metric([name], 1.0 if result.healthy else 0.0)
+            if result.latency_ms is not None:
+                latency.add_metric([name], result.latency_ms)
+        yield up
+        yield latency
+
+        yield GaugeMetricFamily("suture_playbooks_loaded", "Playbooks in force.", value=len(sc.playbooks))
+        problems = len(sc.playbook_set.problems) if sc.playbook_set else 0
+        yield GaugeMetricFamily("suture_playbook_problems", "Problems of the playbook folder now.", value=problems)
+        yield CounterMetricFamily("suture_reloads", "Playbook reloads swapped in.", value=sc.reloads)
+        yield CounterMetricFamily("suture_reload_errors", "Reloads that kept a previous version or rejected a file.",
+                                  value=sc.reload_errors)
+        yield GaugeMetricFamily("suture_fixes_in_progress", "Fixes in their validation window.", value=len(sc.runs))
+
+
+class Telemetry:
+    """The sidecar's own Prometheus registry."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_StateCollector(sidecar))
+        self.fixes = Counter("suture_fixes", "Fixes by playbook and outcome.", ["playbook", "outcome"],
+                             registry=self.registry)
+        self.confidence = Gauge("suture_playbook_confidence", "Adjusted confidence at the playbook's last decision.",
+                                ["playbook"], registry=self.registry)
+        self.detection = Histogram(
+            "suture_detection_latency_seconds", "From reading the line that completed a diagnosis to the decision.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=self.registry,
+        )
+        self.fix_duration = Histogram(
+            "suture_fix_duration_seconds", "From decision to final outcome, for applied fixes.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800), registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
