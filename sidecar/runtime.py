@@ -18,10 +18,11 @@ cut short is never a pass) and closes the history.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ from .sources.base import Line, MetricSample, ProbeResult
 from .sources.containers import ContainerState, ContainerWatcher
 from .sources.metrics import MetricsSampler
 from .sources.files import Checkpoints, FileSource
-from .sources.probes import Probe, build_probe
+from .sources.probes import Probe, build_probe, probe_registry
 
 log = logging.getLogger("suture")
 
@@ -88,8 +89,10 @@ class Sidecar:
         effects: EffectRunner | None = None,
         listeners: Sequence[Listener] = (),
         stop: threading.Event | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.env = dict(os.environ if env is None else env)
         self.clock = clock
         self.stop = stop or threading.Event()
         self.listeners = list(listeners)
@@ -97,7 +100,7 @@ class Sidecar:
         self.store: Store | None = None
         self.executor: Executor | None = None
         self._own_effects = effects is None
-        self.effects: EffectRunner = effects if effects is not None else Effects(config, stop=self.stop, clock=clock)
+        self.effects: EffectRunner = effects if effects is not None else Effects(config, stop=self.stop, clock=clock, env=self.env)
         self._watched_containers: frozenset[str] = frozenset()
         self.rules = Rules()
         self.board = SignalBoard([])
@@ -364,9 +367,10 @@ class Sidecar:
         self._spawn("reload", self._reload_loop)
         self._spawn("metrics", self._metrics_loop)
         self._spawn("containers", self._container_loop)
+        probes = probe_registry(self.env)
         for cfg in self.config.probes.values():
             try:
-                probe = build_probe(cfg)
+                probe = build_probe(cfg, probes)
             except KeyError as exc:
                 self.emit("error", f"probe {cfg.name}: {exc.args[0]}")
                 continue

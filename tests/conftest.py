@@ -13,6 +13,7 @@ from suture.engine.loader import parse_playbook
 from suture.engine.playbook import Playbook
 
 from .containers import busybox_image, docker_api, docker_engine, docker_url, make_container  # noqa: F401 (fixtures)
+from .servers import postgres_server, redis_server, silent_server  # noqa: F401 (fixtures)
 
 
 @dataclass

@@ -6,6 +6,8 @@ import http.server
 import json
 import subprocess
 import threading
+import time
+import urllib.request
 
 import pytest
 
@@ -108,6 +110,35 @@ def test_a_proposal_is_alerted_to_the_webhook(tmp_path, target, running):
         assert _Hook.arrived.wait(10)
         (alert,) = _Hook.received
         assert (alert["kind"], alert["playbook_id"], alert["source"]) == ("proposed", "low-confidence", "suture")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_database_and_cache_probes_report_health_through_the_api(tmp_path, target, running, postgres_server,
+                                                                   redis_server):
+    """Real PostgreSQL and Redis servers: both probes healthy in /api/monitoring/health, with latency."""
+    from suture.sidecar.api import serve
+
+    config = write_config(tmp_path, target, extra=f"""
+        probes:
+          db: {{postgres: "{postgres_server.url()}", interval: 300ms, timeout: 2s}}
+          cache: {{redis: "{redis_server.url()}", interval: 300ms, timeout: 2s}}
+        """)
+    r = running(config)
+    server = serve(r.sidecar)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with urllib.request.urlopen(r.sidecar.api_url + "/api/monitoring/health", timeout=5) as resp:
+                health = json.loads(resp.read())
+            if all(c["status"] != "unknown" for c in health["checks"].values()) or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert health["overall_status"] == "healthy", health
+        assert health["checks"]["db"]["latency_ms"] > 0 and health["checks"]["cache"]["latency_ms"] > 0
+        assert postgres_server.password not in json.dumps(health)
     finally:
         server.shutdown()
         server.server_close()

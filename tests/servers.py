@@ -1,0 +1,296 @@
+"""Real PostgreSQL and Redis servers for the tests, started once per session.
+
+    from .servers import postgres_server, redis_server, silent_server  # noqa: F401
+
+PostgreSQL: ``initdb`` into a fresh folder under the system temp folder, then
+the ``postgres`` binary itself as a child process (no ``pg_ctl``, no cluster
+manager). As root, both run as the ``postgres`` system user: the server
+refuses to run as root, and pytest's own temp folders are private to root.
+It listens on 127.0.0.1 only, on a free port; its Unix socket lives in its
+data folder. Over TCP every login needs a password (scram-sha-256, written
+into pg_hba.conf by ``initdb --auth-host``); the socket trusts, which is how
+the fixture creates the test role and database. Durability is off: nothing
+here needs to survive a crash.
+
+Redis: ``redis-server`` as a child process on a free loopback port, with
+``--requirepass``, no RDB or AOF, in the foreground.
+
+Both stop at the end of the session (SIGINT: PostgreSQL's fast shutdown and
+Redis's clean one; a wait; then SIGKILL) and their folders are removed; if
+the test process is killed, the kernel stops them (PR_SET_PDEATHSIG), so no
+server outlives its session (its folder under the temp folder may).
+Missing binaries skip the tests that ask, naming the Debian packages to
+install (see .ci/run). Session cost: ~2 s for PostgreSQL (``initdb`` is
+most of it), ~0.1 s for Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+NO_POSTGRES = "PostgreSQL server binaries not found (initdb, postgres): apt-get install postgresql (see .ci/run)"
+NO_REDIS = "redis-server not found: apt-get install redis-server (see .ci/run)"
+# Characters that must be percent-encoded in a URL: the probes' URL handling is tested on the real thing.
+PASSWORD = "s3cret/p@ss:word"
+START_TIMEOUT = 20.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    socket_dir: str  # the superuser ``postgres`` logs in here without a password
+
+    def admin(self, database: str | None = None) -> psycopg.Connection[tuple[Any, ...]]:
+        """A superuser connection (to the test database by default), over the Unix socket."""
+        return psycopg.connect(
+            host=self.socket_dir, port=self.port, user="postgres", dbname=database or self.database, connect_timeout=2
+        )
+
+    def url(self, *, password: str | None = None, database: str | None = None) -> str:
+        """``postgresql://user:password@host:port/db``; ``password=""`` leaves the password out."""
+        secret = self.password if password is None else password
+        auth = f"{_quote(self.user)}:{_quote(secret)}" if secret else _quote(self.user)
+        return f"postgresql://{auth}@{self.host}:{self.port}/{database or self.database}"
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    host: str
+    port: int
+    password: str
+
+    def url(self, *, password: str | None = None, db: int = 0) -> str:
+        """``redis://:password@host:port/db``; ``password=""`` leaves the password out."""
+        secret = self.password if password is None else password
+        auth = f":{_quote(secret)}@" if secret else ""
+        return f"redis://{auth}{self.host}:{self.port}/{db}"
+
+
+class _Shared(Generic[T]):
+    """One value per test process, however many test modules import the session fixture that makes it.
+
+    pytest gives each module that imports a fixture its own copy; they share the value here and the
+    last one to finish cleans up (as in tests/containers.py).
+    """
+
+    def __init__(self) -> None:
+        self.value: T | None = None
+        self.users = 0
+        self.stack = contextlib.ExitStack()
+
+    @contextlib.contextmanager
+    def use(self, make: Callable[[], contextlib.AbstractContextManager[T]]) -> Iterator[T]:
+        if self.users == 0:
+            self.value = self.stack.enter_context(make())
+        self.users += 1
+        try:
+            yield cast(T, self.value)
+        finally:
+            self.users -= 1
+            if self.users == 0:
+                self.value = None
+                self.stack.close()
+
+
+_POSTGRES: _Shared[PostgresServer] = _Shared()
+_REDIS: _Shared[RedisServer] = _Shared()
+
+
+def _die_with_us() -> None:
+    """In the server's process before exec: have the kernel SIGTERM it if the test process dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT, a wait, then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode} while starting:\n{log.read_text()[-2000:]}")
+        if ready():
+            return
+        time.sleep(0.05)
+    _stop(proc)
+    pytest.fail(f"{what} did not answer within {START_TIMEOUT:.0f}s:\n{log.read_text()[-2000:]}")
+
+
+def _pg_bin() -> Path | None:
+    """The newest installed PostgreSQL's bin folder (Debian: /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")), key=lambda p: int(p.parent.name))
+    found = [p for p in found if (p / "initdb").exists() and (p / "postgres").exists()]
+    return found[-1] if found else None
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[PostgresServer]:
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip(NO_POSTGRES)
+    root = Path(tempfile.mkdtemp(prefix="suture-pg-"))
+    try:
+        as_root = os.geteuid() == 0
+        user, group = ("postgres", "postgres") if as_root else (None, None)
+        if as_root:
+            shutil.chown(root, "postgres", "postgres")
+        data, log, port = root / "data", root / "server.log", free_port()
+        subprocess.run(
+            [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+             "--no-sync", "--encoding=UTF8", "--locale=C"],
+            cwd=root, check=True, capture_output=True, user=user, group=group, extra_groups=[] if as_root else None,
+        )
+        options = {
+            "listen_addresses": "127.0.0.1", "port": port, "unix_socket_directories": data,
+            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+            "max_connections": 20, "shared_buffers": "16MB", "logging_collector": "off",
+        }
+        argv = [bin_dir / "postgres", "-D", data, *(f"-c{k}={v}" for k, v in options.items())]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=_die_with_us, user=user, group=group,
+                                    extra_groups=[] if as_root else None)
+        try:
+            server = PostgresServer(
+                host="127.0.0.1", port=port, user="probe", password=PASSWORD, database="app", socket_dir=str(data)
+            )
+
+            def ready() -> bool:
+                try:
+                    server.admin("postgres").close()
+                    return True
+                except psycopg.OperationalError:
+                    return False
+
+            _wait_until(ready, proc, log, "postgres")
+            with server.admin("postgres") as conn:
+                conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+                conn.execute(sql.SQL("CREATE ROLE probe LOGIN PASSWORD {}").format(PASSWORD))
+                conn.execute("CREATE DATABASE app OWNER probe")
+            yield server
+        finally:
+            _stop(proc)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on 127.0.0.1 with a role ``probe`` (password login) owning a database ``app``."""
+    with _POSTGRES.use(_postgres) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _redis() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(NO_REDIS)
+    root = Path(tempfile.mkdtemp(prefix="suture-redis-"))
+    try:
+        log, port = root / "server.log", free_port()
+        argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", PASSWORD, "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--dir", str(root), "--logfile", ""]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=_die_with_us)
+        try:
+            server = RedisServer(host="127.0.0.1", port=port, password=PASSWORD)
+
+            def ready() -> bool:
+                client = redis.Redis(
+                    host=server.host, port=port, password=PASSWORD, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+                )
+                try:
+                    return bool(client.ping())
+                except redis.RedisError:
+                    return False
+                finally:
+                    client.close()
+
+            _wait_until(ready, proc, log, "redis-server")
+            yield server
+        finally:
+            _stop(proc)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 that requires a password and keeps nothing on disk."""
+    with _REDIS.use(_redis) as server:
+        yield server
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, int]]:
+    """``(host, port)`` of a server that accepts TCP connections and never sends a byte: a hung server."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=serve, name="silent-server", daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for conn in accepted:
+            conn.close()
