@@ -26,6 +26,7 @@ from suture.engine.config import Config, load_config
 from suture.engine.errors import DocumentError, Problem, SutureError
 from suture.engine.executor import Executor
 from suture.engine.loader import load_playbooks
+from suture.engine.playbook import Playbook
 from suture.engine.selftest import ExampleResult, regex_problems, run_examples
 from suture.engine.store import Store
 
@@ -101,6 +102,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             server.server_close()
 
 
+def _pattern_engines(playbooks: Sequence[Playbook]) -> list[dict[str, str]]:
+    """Which matching engine runs each log pattern (hyperscan, or `re` and why)."""
+    from suture.engine.playbook import LogCondition, leaves
+
+    from .matching import PatternSet
+
+    rows = []
+    for pb in playbooks:
+        conds = [leaf for c in (pb.when, *pb.validate.expect) for leaf in leaves(c) if isinstance(leaf, LogCondition)]
+        engines = PatternSet(conds).engines()
+        for leaf in conds:
+            rows.append({"playbook": pb.id, "file": leaf.at.file, "line": str(leaf.at.line), "path": leaf.at.path,
+                         "pattern": leaf.pattern, "engine": engines.get(leaf.signal, "hyperscan")})
+    return rows
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config: Config | None = None
     problems: list[Problem] = []
@@ -124,13 +141,20 @@ def cmd_check(args: argparse.Namespace) -> int:
             examples.extend(run_examples(pb))
         problems.extend(r.problem for r in examples if r.problem is not None)
     problems.sort(key=lambda p: (p.file, p.line, p.column))
-    _print_problems(problems, args.json)
-    if args.run_examples and not args.json:
+    engines = _pattern_engines(result.playbooks)
+    if args.json:
+        print(json.dumps({"ok": not problems, "problems": [p.as_dict() for p in problems], "patterns": engines},
+                         indent=2))
+        return 1 if problems else 0
+    _print_problems(problems, as_json=False)
+    for row in engines:
+        if args.verbose or row["engine"] != "hyperscan":
+            print(f"{row['file']}:{row['line']}: pattern /{row['pattern']}/ runs on {row['engine']} (at {row['path']})")
+    if args.run_examples:
         passed = sum(r.ok for r in examples)
         print(f"examples: {passed} of {len(examples)} passed", file=sys.stdout if passed == len(examples) else sys.stderr)
-    if not args.json:
-        checked = f"{len(result.playbooks)} playbook(s) ok"
-        print(f"{checked}, {len(problems)} problem(s)" if problems else checked, file=sys.stderr if problems else sys.stdout)
+    checked = f"{len(result.playbooks)} playbook(s) ok"
+    print(f"{checked}, {len(problems)} problem(s)" if problems else checked, file=sys.stderr if problems else sys.stdout)
     return 1 if problems else 0
 
 
@@ -232,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", metavar="PATH", help="playbook files or folders (default: the config's)")
     p.add_argument("--json", action="store_true", help="machine-readable problems")
     p.add_argument("--run-examples", action="store_true", help="also run each playbook's examples: block")
+    p.add_argument("-v", "--verbose", action="store_true", help="also say which engine matches each pattern")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("history", parents=[common], help="query the outcome history with SQL")

@@ -42,7 +42,7 @@ from suture.engine.store import Store
 from suture.engine.validation import Verdict
 
 from .effects import Effects
-from .signals import SignalBoard, Transition
+from .signals import MatcherCache, SignalBoard, Transition
 from .telemetry import Telemetry
 from .sources.base import Line, MetricSample, ProbeResult
 from .sources.containers import ContainerState, ContainerWatcher
@@ -103,7 +103,8 @@ class Sidecar:
         self.effects: EffectRunner = effects if effects is not None else Effects(config, stop=self.stop, clock=clock, env=self.env)
         self._watched_containers: frozenset[str] = frozenset()
         self.rules = Rules()
-        self.board = SignalBoard([])
+        self.matchers = MatcherCache()
+        self.board = SignalBoard([], matchers=self.matchers)
         self.playbooks: dict[str, Playbook] = {}
         self.playbook_set: PlaybookSet | None = None
         self.runs: list[FixRun] = []
@@ -162,7 +163,7 @@ class Sidecar:
         still exist keep their history; a playbook whose diagnosis already holds fires.
         """
         now = self.clock()
-        board = SignalBoard(result.playbooks, previous=self.board)
+        board = SignalBoard(result.playbooks, previous=self.board, matchers=self.matchers)
         board.start(now)
         try:
             matches = self.rules.load(result.playbooks, facts=board.holding())
@@ -362,6 +363,13 @@ class Sidecar:
                 self._sources[name] = FileSource(
                     name, src.file, checkpoints=checkpoints, max_line_bytes=self.config.max_line_bytes
                 )
+        # One poll round here, on the core, before `ready`: it fixes where each file starts
+        # (its end on a first start) so nothing appended after start-up is taken for history.
+        for source in self._sources.values():
+            for line in source.poll():
+                self.observe_line(line)
+            source.commit()
+        checkpoints.save()
         if self._sources:
             self._spawn("tailer", self._tail_loop, checkpoints)
         self._spawn("reload", self._reload_loop)
@@ -421,6 +429,7 @@ class Sidecar:
         with self._catalog_lock:
             result, change = self.catalog.refresh()
         if change is not None:
+            self.matchers.prepare(result.playbooks)  # compile here, not on the core
             self._put(lambda: self.install(result, change))
         return change
 

@@ -17,6 +17,7 @@ matched key is forgotten, and counted).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -206,13 +207,66 @@ def _metric_ok(leaf: MetricCondition, value: float) -> bool:
     return leaf.below is not None and value < leaf.below
 
 
+# --- matchers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Matcher:
+    patterns: PatternSet
+    key_of: dict[str, PatternKey]  # representative signal -> pattern key
+
+
+class MatcherCache:
+    """Compiled matchers by set of patterns; thread-safe, so a reload can compile off the core."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._items: OrderedDict[frozenset[PatternKey], _Matcher] = OrderedDict()
+        self._lock = threading.Lock()
+        self.keep = keep
+
+    def get(self, by_key: Mapping[PatternKey, LogCondition]) -> _Matcher:
+        keys = frozenset(by_key)
+        with self._lock:
+            found = self._items.get(keys)
+            if found is not None:
+                self._items.move_to_end(keys)
+                return found
+        built = _Matcher(PatternSet(by_key.values()), {leaf.signal: k for k, leaf in by_key.items()})
+        with self._lock:
+            self._items[keys] = built
+            while len(self._items) > self.keep:
+                self._items.popitem(last=False)
+        return built
+
+    def prepare(self, playbooks: Sequence[Playbook]) -> None:
+        """Compile what a board for ``playbooks`` will need (call off the core, before swapping in)."""
+        for by_key in representatives(playbooks).values():
+            self.get(by_key)
+
+
+def representatives(playbooks: Sequence[Playbook]) -> dict[str, dict[PatternKey, LogCondition]]:
+    """Per source, one condition per (source, pattern, group_by): what the matcher compiles."""
+    reps: dict[str, dict[PatternKey, LogCondition]] = {}
+    for pb in playbooks:
+        for cond in (pb.when, *pb.validate.expect):
+            for leaf in leaves(cond):
+                if isinstance(leaf, LogCondition):
+                    reps.setdefault(leaf.source, {}).setdefault(pattern_key(leaf), leaf)
+    return reps
+
+
 # --- the board -------------------------------------------------------------------------
 
 
 class SignalBoard:
     """All leaf evaluators of a playbook set, and the patterns each source needs."""
 
-    def __init__(self, playbooks: Sequence[Playbook], previous: SignalBoard | None = None) -> None:
+    def __init__(
+        self,
+        playbooks: Sequence[Playbook],
+        previous: SignalBoard | None = None,
+        matchers: MatcherCache | None = None,
+    ) -> None:
         self.logs: dict[str, _LogWindow] = {}
         self.sustained: dict[str, _Sustained] = {}
         self.matches: dict[PatternKey, _Matches] = {}
@@ -225,23 +279,13 @@ class SignalBoard:
                 expect_logs.extend(x for x in leaves(item) if isinstance(x, LogCondition))
         for leaf in expect_logs:
             self._signals_of.setdefault(pattern_key(leaf), set()).add(leaf.signal)
-        # one representative condition per (source, pattern, group_by) goes to the matcher
-        reps: dict[str, dict[PatternKey, LogCondition]] = {}
-        for leaf in [*(w.leaf for w in self.logs.values()), *expect_logs]:
-            reps.setdefault(leaf.source, {}).setdefault(pattern_key(leaf), leaf)
-        # Compiling a multi-pattern database is the slow part of a reload: reuse the previous
-        # board's matcher for every source whose set of patterns did not change.
-        self._matchers: dict[str, tuple[frozenset[PatternKey], PatternSet, dict[str, PatternKey]]] = {}
-        for source, by_key in reps.items():
-            keys = frozenset(by_key)
-            old_matcher = previous._matchers.get(source) if previous else None
-            if old_matcher is not None and old_matcher[0] == keys:
-                self._matchers[source] = old_matcher
-            else:
-                key_of = {leaf.signal: k for k, leaf in by_key.items()}
-                self._matchers[source] = (keys, PatternSet(by_key.values()), key_of)
-        self.patterns = {source: m[1] for source, m in self._matchers.items()}
-        self._key_of = {signal: k for m in self._matchers.values() for signal, k in m[2].items()}
+        reps = representatives(playbooks)
+        # Compiling a multi-pattern database is the slow part of a reload: matchers are shared
+        # through a cache keyed by each source's set of patterns (the sidecar fills it off the core).
+        cache = matchers if matchers is not None else MatcherCache()
+        self._matchers = {source: cache.get(by_key) for source, by_key in reps.items()}
+        self.patterns = {source: m.patterns for source, m in self._matchers.items()}
+        self._key_of = {signal: k for m in self._matchers.values() for signal, k in m.key_of.items()}
 
     def _add(self, leaf: Leaf, previous: SignalBoard | None) -> None:
         if isinstance(leaf, LogCondition):

@@ -182,3 +182,17 @@ def test_readme_reference_matches_the_schema():
 
     readme = (REPO / "README.md").read_text()
     assert readme_section(readme) == render_reference(), "run: python -m suture.sidecar.reference --write"
+
+
+def test_check_says_which_engine_matches_each_pattern(demo):
+    """A pattern hyperscan cannot run alone (it matches the empty line) is named, with its engine."""
+    (demo / "playbooks" / "empty.yaml").write_text(
+        "id: empty-lines\nwhen: {log: {source: app, pattern: '^$', at_least: 100, within: 1m}}\nconfidence: 10\n"
+        "mode: shadow\nfix: [{notify: {webhook: 'http://127.0.0.1:9/x'}}]\n"
+        "validate: {window: 1m, expect: [{log: {source: app, pattern: 'x'}}]}\n"
+    )
+    result = suture("check", "--config", str(demo / "suture.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "empty.yaml:2: pattern /^$/ runs on re: " in result.stdout
+    verbose = suture("check", "-v", "--config", str(demo / "suture.yaml"))
+    assert "/429 .*Too Many Requests/ runs on hyperscan" in verbose.stdout
