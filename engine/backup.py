@@ -245,10 +245,10 @@ class BackupStore:
             except BackupError:
                 continue
 
-    def restore(self, record: FileRecord) -> None:
+    def restore(self, record: FileRecord, before_rename: Any = None) -> None:
         """Write the file back byte-identical, with its mode and owner; verify the hash."""
         data = self.get(record.sha256)
         real = Path(record.real)
-        atomic_write(real, data, mode=record.mode, owner=(record.uid, record.gid))
+        atomic_write(real, data, mode=record.mode, owner=(record.uid, record.gid), before_rename=before_rename)
         if sha256_bytes(read_nofollow(real)) != record.sha256:
             raise BackupError(f"{record.path}: restored bytes do not match the backup")

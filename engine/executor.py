@@ -331,7 +331,7 @@ class Executor:
         if current == record.sha256:
             return "unchanged"
         if post_sha is not None and current == post_sha:
-            self.backups.restore(record)
+            self.backups.restore(record, before_rename=self.hooks.get("restore_before_rename"))
             return "restored"
         log.error("%s changed after suture wrote it; not rolling back over it", record.path)
         return "conflict"
@@ -393,6 +393,9 @@ class Executor:
             fix_id = row["id"]
             steps = {s["step"]: s for s in self.store.steps(fix_id)}
             pb_id = row["playbook_id"]
+            if "planned" in steps:
+                for entry in json.loads(steps["planned"]["detail"])["files"]:
+                    _remove_stale_temp(Path(entry["real"]))
             if "backed_up" not in steps:
                 detail = "interrupted before any file was changed"
                 self.store.finish(fix_id, "failed", now, detail=detail)
@@ -429,3 +432,12 @@ def _summary(plan: Plan) -> str:
     parts = [f"change {c.file} {c.target}: {c.old} -> {c.new}" for c in plan.changes]
     parts += [a.describe() for a in plan.effects]
     return "; ".join(parts) if parts else "change nothing"
+
+
+def _remove_stale_temp(real: Path) -> None:
+    """Remove temp files a killed write left beside ``real`` (named by atomic_write)."""
+    for stale in real.parent.glob(f".{real.name}.suture-*.tmp"):
+        try:
+            stale.unlink()
+        except OSError as exc:
+            log.warning("cannot remove stale temp file %s: %s", stale, exc)

@@ -254,6 +254,6 @@ def serve(sidecar: Sidecar) -> _Server:
     server = _Server((cfg.host, cfg.port), handler)
     host, port = server.server_address[:2]
     sidecar.api_url = f"http://{host}:{port}" if ":" not in str(host) else f"http://[{host}]:{port}"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="suture-api", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="suture-api", daemon=True).start()
     log.info("api          listening on %s", sidecar.api_url)
     return server
