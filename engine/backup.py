@@ -56,6 +56,31 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def open_folder_nofollow(folder: Path) -> int:
+    """An fd of ``folder`` opened one component at a time, refusing any symlink on the way.
+
+    Writes then go through this fd (``dir_fd=``), so a link swapped into the path after
+    it was checked cannot redirect them.
+    """
+    if not folder.is_absolute():
+        folder = folder.absolute()
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in folder.parts[1:]:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise BackupError(f"{folder}: '{part}' is a symlink or not a folder; refusing to write") from exc
+                raise
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def atomic_write(
     path: Path,
     data: bytes,
@@ -63,48 +88,59 @@ def atomic_write(
     mode: int | None = None,
     owner: tuple[int, int] | None = None,
     before_rename: Any = None,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
 
-    ``mode``/``owner`` default to the current file's (0o600 for a new file).
-    ``before_rename`` is a test hook called with the temp path once it is synced.
+    A temp file in the same folder, fsync, rename, fsync of the folder; every step through
+    a folder fd opened without following links. ``mode``/``owner`` default to the current
+    file's (0o600 for a new file). ``durable=False`` skips both fsyncs: the rename is still
+    atomic and survives the process being killed, only not a power loss (for files rewritten
+    many times a second, such as read positions). ``before_rename`` is a test hook called
+    with the temp path once it is written.
     """
-    folder = path.parent
+    name = path.name
+    dfd = open_folder_nofollow(path.parent)
     try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            raise BackupError(f"{path} became a symlink; refusing to write through it")
-        mode = stat.S_IMODE(st.st_mode) if mode is None else mode
-        owner = (st.st_uid, st.st_gid) if owner is None else owner
-    except FileNotFoundError:
-        mode = 0o600 if mode is None else mode
-    tmp = folder / f".{path.name}.suture-{os.getpid()}-{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fchmod(fd, mode)
-        if owner is not None:
-            with contextlib.suppress(PermissionError):
-                os.fchown(fd, owner[0], owner[1])
-        os.fsync(fd)
-    except BaseException:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise BackupError(f"{path} became a symlink; refusing to write through it")
+            mode = stat.S_IMODE(st.st_mode) if mode is None else mode
+            owner = (st.st_uid, st.st_gid) if owner is None else owner
+        except FileNotFoundError:
+            mode = 0o600 if mode is None else mode
+        tmp = f".{name}.suture-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fchmod(fd, mode)
+            if owner is not None:
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fd, owner[0], owner[1])
+            if durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        if before_rename is not None:
-            before_rename(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(folder)
+        try:
+            if before_rename is not None:
+                before_rename(path.parent / tmp)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        if durable:
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,3 +288,26 @@ class BackupStore:
         atomic_write(real, data, mode=record.mode, owner=(record.uid, record.gid), before_rename=before_rename)
         if sha256_bytes(read_nofollow(real)) != record.sha256:
             raise BackupError(f"{record.path}: restored bytes do not match the backup")
+
+    def prune(self, now: float, *, keep_last: int, keep_days: float, keep_objects: set[str] = frozenset()) -> list[str]:
+        """Delete backups that are neither among the newest ``keep_last`` nor younger than ``keep_days``.
+
+        Objects no remaining manifest refers to are deleted too, unless listed in
+        ``keep_objects`` (validated post-images a ``restore`` may still need) or younger
+        than ``keep_days``. Returns the ids of the backups removed.
+        """
+        cutoff = now - keep_days * 86400
+        manifests = sorted(self.all(), key=lambda m: m.created_at, reverse=True)
+        removed = []
+        for i, manifest in enumerate(manifests):
+            if i < keep_last or manifest.created_at >= cutoff:
+                continue
+            self.manifest_path(manifest.id).unlink(missing_ok=True)
+            removed.append(manifest.id)
+        if not removed:
+            return removed
+        referenced = {f.sha256 for m in self.all() for f in m.files} | set(keep_objects)
+        for obj in self.objects.glob("??/*"):
+            if obj.name not in referenced and obj.stat().st_mtime < cutoff:
+                obj.unlink(missing_ok=True)
+        return removed

@@ -55,6 +55,7 @@ class ApiConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     file: Path
+    name: str
     target_root: Path
     allowed_paths: tuple[Path, ...]
     playbooks: Path
@@ -71,6 +72,8 @@ class Config:
     fleet: str | None = None
     max_line_bytes: int = 64 * 1024
     fixes_per_hour: int = 20
+    backups_keep_last: int = 50
+    backups_keep_days: float = 30.0
 
     @property
     def db_path(self) -> Path:
@@ -103,7 +106,8 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
             problems.append(doc.problem(key, str(exc)))
             return default
 
-    target_root = _resolve(base, data["target_root"])
+    # canonical once, at start-up: a link swapped in later cannot move what is allowed
+    target_root = Path(os.path.realpath(_resolve(base, data["target_root"])))
     allowed: list[Path] = []
     for i, entry in enumerate(data.get("allowed_paths", [])):
         p = Path(entry)
@@ -112,7 +116,7 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
                 doc.problem(("allowed_paths", i), f"'{entry}' must be relative to target_root, without '..'")
             )
             continue
-        allowed.append(target_root / p)
+        allowed.append(Path(os.path.realpath(target_root / p)))
 
     sources: dict[str, SourceConfig] = {}
     for name, spec in data.get("sources", {}).items():
@@ -170,6 +174,7 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         raise DocumentError(problems)
     return Config(
         file=path.resolve(),
+        name=data.get("name") or _host_name(),
         target_root=target_root,
         allowed_paths=tuple(allowed),
         playbooks=_resolve(base, data.get("playbooks", "./playbooks")),
@@ -189,4 +194,15 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         fleet=str(_resolve(base, learning_spec["fleet"])) if "fleet" in learning_spec else None,
         max_line_bytes=int(limits.get("max_line_bytes", 64 * 1024)),
         fixes_per_hour=int(limits.get("fixes_per_hour", 20)),
+        backups_keep_last=int(data.get("backups", {}).get("keep_last", 50)),
+        backups_keep_days=float(data.get("backups", {}).get("keep_days", 30)),
     )
+
+
+def _host_name() -> str:
+    """The host name, trimmed to what a sidecar name may hold."""
+    import re
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].lstrip("-._") or "sidecar"
+    return name

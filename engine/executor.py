@@ -32,7 +32,8 @@ from .actions import EffectRunner, FilePlan, Plan, plan_fix
 from .backup import BackupStore, FileRecord, Manifest, atomic_write, read_nofollow, sha256_bytes
 from .config import Config
 from .decide import Decision
-from .errors import ActionError, AtBound, BackupError, Conflict
+from .errors import ActionError, AtBound, BackupError, Conflict, PathRefused
+from .paths import resolve_target
 from .playbook import Playbook
 from .store import FAILURE, Store
 from .validation import Judge, Verdict
@@ -258,6 +259,13 @@ class Executor:
         )
 
     def _write(self, fp: FilePlan) -> None:
+        # checked again right before writing: a link swapped in since the plan must not redirect us
+        try:
+            real = resolve_target(self.config.target_root, self.config.allowed_paths, fp.path)
+        except PathRefused as exc:
+            raise ActionError(f"{fp.path}: {exc}; nothing written") from exc
+        if real != fp.real:
+            raise ActionError(f"{fp.path} now resolves to {real} (planned for {fp.real}); nothing written")
         current = read_nofollow(fp.real)
         if sha256_bytes(current) != fp.pre_sha:
             raise ActionError(f"{fp.path} changed since it was backed up; nothing written")
@@ -347,6 +355,17 @@ class Executor:
                 suspended = self.store.suspend(pb.id, now, reason)
         return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail,
                        backup_id=row.get("backup_id"), suspended=suspended)
+
+    def prune_backups(self, now: float) -> list[str]:
+        """Apply the retention of the config; keep the post-images a `restore` may need."""
+        keep = set()
+        for (detail,) in self.store.query(
+            """SELECT s.detail FROM fix_steps s JOIN fixes f ON f.id = s.fix_id
+               WHERE s.step = 'planned' AND f.status = 'succeeded'"""
+        ).rows:
+            keep |= {entry["post"] for entry in json.loads(detail).get("files", [])}
+        return self.backups.prune(now, keep_last=self.config.backups_keep_last,
+                                  keep_days=self.config.backups_keep_days, keep_objects=keep)
 
     def post_images(self, fix_id: str) -> dict[str, str]:
         """What suture wrote to each file of a fix (from its journal)."""

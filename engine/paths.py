@@ -39,8 +39,9 @@ def resolve_target(target_root: Path, allowed: Sequence[Path], rel: str) -> Path
     if not allowed:
         raise PathRefused(f"'{rel}': allowed_paths is empty, so no file may be changed")
     real = Path(os.path.realpath(target_root / rel))
-    roots = [Path(os.path.realpath(a)) for a in allowed]
-    if not any(_is_within(real, root) for root in roots):
+    # ``allowed`` is canonical already (resolved once when the config loaded), so a link
+    # swapped into an allowed folder later points out of it rather than moving it
+    if not any(_is_within(real, root) for root in allowed):
         shown = ", ".join(_shown(a, target_root) for a in allowed)
         link = "" if real == (target_root / rel) else f" (it resolves to {real})"
         raise PathRefused(f"'{rel}' is outside allowed_paths [{shown}]{link}")

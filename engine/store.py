@@ -24,6 +24,7 @@ import duckdb
 
 from .decide import Decision, Gate, Outcomes
 from .errors import StoreError
+from .sql import SqlRefused, check_query
 
 FINAL = ("succeeded", "rolled_back", "failed", "proposed", "shadow", "conflict", "exhausted", "inconclusive", "skipped")
 SUCCESS = ("succeeded",)
@@ -121,7 +122,9 @@ class Store:
         try:
             if not read_only:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            con = duckdb.connect(str(path), read_only=read_only)
+            # no file or network access beyond this file: user SQL cannot read /etc/passwd,
+            # COPY out, ATTACH or INSTALL (exports go through a separate in-memory instance)
+            con = duckdb.connect(str(path), read_only=read_only, config={"enable_external_access": False})
         except duckdb.IOException as exc:
             message = str(exc)
             if "lock" in message.lower():
@@ -325,6 +328,33 @@ class Store:
         self._exec("UPDATE suspensions SET resumed_at = ?, resumed_by = ? WHERE playbook_id = ? AND resumed_at IS NULL",
                    [ts(at), by, playbook_id])
         return True
+
+    def user_query(self, sql: str, *, max_rows: int, interrupt_after: Any = None) -> tuple[QueryResult, bool]:
+        """A person's query: one SELECT, in a rolled-back transaction, at most ``max_rows`` rows.
+
+        Returns the result and whether rows were cut. ``interrupt_after(cursor)`` lets the
+        caller arm a timer that calls ``cursor.interrupt()`` (the engine does not wait).
+        """
+        cur = self.con.cursor()
+        try:
+            text = check_query(cur, sql)
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                if interrupt_after is not None:
+                    interrupt_after(cur)
+                result = cur.execute(text)
+                columns = tuple(d[0] for d in result.description or ())
+                rows = result.fetchmany(max_rows + 1)
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+        except duckdb.InterruptException as exc:
+            raise SqlRefused("the query took too long and was stopped") from exc
+        except duckdb.Error as exc:
+            raise SqlRefused(str(exc).splitlines()[0]) from exc
+        finally:
+            cur.close()
+        return QueryResult(columns=columns, rows=tuple(rows[:max_rows])), len(rows) > max_rows
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
         try:

@@ -30,6 +30,8 @@ from suture.engine.playbook import Playbook
 from suture.engine.selftest import ExampleResult, regex_problems, run_examples
 from suture.engine.store import Store
 
+from .client import Client
+
 DEFAULT_CONFIG = "suture.yaml"
 DEFAULT_SQL = """SELECT id, playbook_id, status, decision, round(adjusted_confidence, 1) AS confidence,
        backup_id, errors_before, errors_after, started_at, finished_at
@@ -164,19 +166,61 @@ def _open_store(config: Config) -> Store:
     return Store.open(config.db_path, read_only=True)
 
 
+def cmd_export(config: Config, folder: Path) -> int:
+    from suture.engine.fleet import TABLES, export_history
+
+    client = Client(config)
+    if client.running():
+        target = folder / config.name
+        target.mkdir(parents=True, exist_ok=True)
+        for table in TABLES:
+            (target / f"{table}.parquet").write_bytes(client.raw("GET", f"/api/history/{table}.parquet"))
+        written = [target / f"{t}.parquet" for t in TABLES]
+    else:
+        store = _open_store(config)
+        try:
+            written = export_history(store, folder, config.name)
+        finally:
+            store.close()
+    for path in written:
+        print(path)
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     config = _config(args)
-    store = _open_store(config)
-    try:
-        result = store.query(args.sql or DEFAULT_SQL)
-    finally:
-        store.close()
-    if args.json:
-        rows = [{k: _jsonable(v) for k, v in row.items()} for row in result.dicts()]
-        print(json.dumps(rows, indent=2, default=str))
+    if args.export:
+        return cmd_export(config, Path(args.export))
+    client = Client(config)
+    if client.running():  # the sidecar holds the file: ask it
+        answer = client.request("POST", "/api/sql", {"sql": args.sql or DEFAULT_SQL, "max_rows": args.max_rows})
+        columns, rows, truncated = tuple(answer["columns"]), [tuple(r) for r in answer["rows"]], answer["truncated"]
     else:
-        print_table(result.columns, result.rows)
+        store = _open_store(config)
+        try:
+            result, truncated = store.user_query(args.sql or DEFAULT_SQL, max_rows=args.max_rows,
+                                                 interrupt_after=_interrupt_after(args.timeout))
+        finally:
+            store.close()
+        columns, rows = result.columns, [tuple(_jsonable(v) for v in r) for r in result.rows]
+    if args.json:
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=2, default=str))
+    else:
+        print_table(columns, rows)
+    if truncated:
+        print(f"(cut at {args.max_rows} rows; use --max-rows)", file=sys.stderr)
     return 0
+
+
+def _interrupt_after(seconds: float) -> Any:
+    import threading
+
+    def arm(cursor: Any) -> None:
+        timer = threading.Timer(seconds, cursor.interrupt)
+        timer.daemon = True
+        timer.start()
+
+    return arm
 
 
 def cmd_backups(args: argparse.Namespace) -> int:
@@ -197,12 +241,17 @@ def cmd_backups(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     config = _config(args)
-    store = Store.open(config.db_path)
-    try:
-        executor = Executor(config=config, store=store, backups=BackupStore(config.state_dir / "backups"))
-        restored = executor.rollback_backup(args.backup_id, time.time(), force=args.force)
-    finally:
-        store.close()
+    client = Client(config)
+    if client.running():  # the sidecar owns the history and may be validating: let it restore
+        force = "?force=true" if args.force else ""
+        restored = client.request("POST", f"/api/monitoring/rollback/{args.backup_id}{force}")["restored"]
+    else:
+        store = Store.open(config.db_path)
+        try:
+            executor = Executor(config=config, store=store, backups=BackupStore(config.state_dir / "backups"))
+            restored = executor.rollback_backup(args.backup_id, time.time(), force=args.force)
+        finally:
+            store.close()
     if restored:
         print(f"restored {', '.join(restored)} from {args.backup_id} (verified by sha256)")
     else:
@@ -210,14 +259,86 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_client(config: Config, what: str) -> Client:
+    client = Client(config)
+    if not client.running():
+        raise SutureError(f"{what} needs the running sidecar (it owns the history and the validation window); "
+                          f"none answers at {config.api.listen}")
+    return client
+
+
+def _changes(row: dict[str, Any]) -> str:
+    changes = row["changes"] if isinstance(row["changes"], list) else json.loads(row["changes"] or "[]")
+    return "; ".join(f"{c['file']} {c['target']}: {c['old']} -> {c['new']}" for c in changes)
+
+
+def cmd_proposals(args: argparse.Namespace) -> int:
+    config = _config(args)
+    client = Client(config)
+    if client.running():
+        rows = client.request("GET", "/api/proposals")["proposals"]
+    else:
+        store = _open_store(config)
+        try:
+            rows = store.query(
+                """SELECT * FROM fixes p WHERE status = 'proposed'
+                   AND NOT EXISTS (SELECT 1 FROM fixes a WHERE a.proposal_id = p.id) ORDER BY started_at DESC"""
+            ).dicts()
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print_table(("fix_id", "started_at", "playbook", "confidence", "would change"),
+                [(r["id"], r["started_at"], r["playbook_id"], f"{r['adjusted_confidence']:.1f}", _changes(r))
+                 for r in rows])
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    client = _running_client(_config(args), "approving")
+    answer = client.request("POST", f"/api/proposals/{args.fix_id}/approve", {"by": args.by})
+    print(f"approved {args.fix_id} as fix {answer['fix_id']}: {answer['status']}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    client = _running_client(_config(args), "explain")
+    answer = client.request("GET", f"/api/playbooks/{args.playbook_id}/explain")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    local, fleet = answer["outcomes"]["local"], answer["outcomes"]["fleet"]
+    print(f"{answer['playbook_id']} (mode {answer['mode']}, model {answer['model']}, "
+          f"prior weight {answer['prior_weight']:g})")
+    print(f"  base confidence     {answer['base_confidence']:g}")
+    print(f"  outcomes (local)    {local['successes']} succeeded, {local['failures']} failed")
+    print(f"  outcomes (fleet)    {fleet['successes']} succeeded, {fleet['failures']} failed")
+    print(f"  adjusted confidence {answer['adjusted_confidence']:g}")
+    print(f"  threshold           {answer['threshold']:g}")
+    print(f"  decision now        {answer['decision_now']} ({answer['reason']})")
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    client = _running_client(_config(args), "suspend")
+    client.request("POST", f"/api/playbooks/{args.playbook_id}/suspend", {"by": args.by})
+    print(f"suspended {args.playbook_id}")
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     config = _config(args)
-    store = Store.open(config.db_path)
-    try:
-        resumed = store.resume(args.playbook_id, time.time(), by=args.by)
-    finally:
-        store.close()
-    if not resumed:
+    client = Client(config)
+    if client.running():
+        changed = client.request("POST", f"/api/playbooks/{args.playbook_id}/resume", {"by": args.by})["changed"]
+    else:
+        store = Store.open(config.db_path)
+        try:
+            changed = store.resume(args.playbook_id, time.time(), by=args.by)
+        finally:
+            store.close()
+    if not changed:
         print(f"{args.playbook_id} is not suspended", file=sys.stderr)
         return 1
     print(f"resumed {args.playbook_id}")
@@ -262,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", parents=[common], help="query the outcome history with SQL")
     p.add_argument("--sql", help="a SELECT over fixes, fix_steps (default: the last 20 fixes)")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p.add_argument("--max-rows", type=int, default=1000, help="cut the answer here (default 1000)")
+    p.add_argument("--export", metavar="DIR", help="write DIR/<name>/fixes.parquet and fix_steps.parquet")
+    p.add_argument("--timeout", type=float, default=10.0, help="stop the query after this many seconds")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("backups", parents=[common], help="list backups")
@@ -272,6 +396,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup_id")
     p.add_argument("--force", action="store_true", help="restore even over files changed since suture wrote them")
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("proposals", parents=[common], help="list proposals nobody approved yet")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_proposals)
+
+    who = os.environ.get("USER", "cli")
+    p = sub.add_parser("approve", parents=[common], help="apply a proposal (through the running sidecar)")
+    p.add_argument("fix_id")
+    p.add_argument("--by", default=who, help="who approves (recorded)")
+    p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("explain", parents=[common], help="the numbers behind a playbook's next decision")
+    p.add_argument("playbook_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("suspend", parents=[common], help="stop a playbook from acting until resumed")
+    p.add_argument("playbook_id")
+    p.add_argument("--by", default=who)
+    p.set_defaults(func=cmd_suspend)
 
     p = sub.add_parser("resume", parents=[common], help="let a suspended playbook act again")
     p.add_argument("playbook_id")

@@ -588,9 +588,21 @@ class PatternSet:
     # -- one line --
 
     def match(self, text: str) -> list[Hit]:
-        """``(signal, labels)`` for each pattern that matches this one line, in set order."""
+        """``(signal, labels)`` for each pattern that matches this observation, in set order.
+
+        An observation of several lines (a joined traceback) matches a pattern when one of
+        its lines does, with the labels of the first such line: patterns keep their per-line
+        meaning (``^`` is a line start) and a traceback counts once.
+        """
+        if "\n" in text:
+            hits: dict[str, dict[str, str]] = {}
+            for line in text.split("\n"):
+                for signal, labels in self.match(line):
+                    hits.setdefault(signal, labels)
+            order = {p.signal: i for i, p in enumerate(self._patterns)}
+            return sorted(hits.items(), key=lambda h: order[h[0]])
         self.stats["lines_scanned"] += 1
-        if self._db is None or "\n" in text:
+        if self._db is None:
             return self._confirm(text, range(len(self._patterns)), prefiltered=False)
         try:
             data = text.encode("utf-8")

@@ -79,7 +79,15 @@ def target(tmp_path: Path) -> Path:
     return root
 
 
-def write_config(tmp_path: Path, target: Path, *, threshold: float = 85, extra: str = "", playbooks: str = "playbooks") -> Config:
+def write_config(
+    tmp_path: Path,
+    target: Path,
+    *,
+    threshold: float = 85,
+    extra: str = "",
+    playbooks: str = "playbooks",
+    api: str = '{listen: "127.0.0.1:0"}',
+) -> Config:
     (tmp_path / playbooks).mkdir(exist_ok=True)
     cfg = tmp_path / "suture.yaml"
     cfg.write_text(
@@ -92,7 +100,7 @@ def write_config(tmp_path: Path, target: Path, *, threshold: float = 85, extra: 
             threshold: {threshold}
             sources:
               app: {{file: {target}/logs/*.log}}
-            api: {{listen: "127.0.0.1:0"}}
+            api: {api}
             """
         )
         + dedent(extra)

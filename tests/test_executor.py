@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -293,3 +294,106 @@ def test_max_attempts_failures_in_a_day_suspend_the_playbook_until_a_person_resu
     assert decision.verdict == "skip" and "3 failed attempt(s) in 24h" in decision.reason
     assert store.resume(pb.id, clock(), by="alice")
     assert _decision(pb, store, clock, threshold=50).verdict == "apply"
+
+
+def test_a_link_swapped_into_the_path_after_the_plan_is_refused(parts, target, clock, tmp_path):
+    """config/ replaced by a link to a folder outside allowed_paths between backup and write: nothing written."""
+    _, store, _ = parts
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "settings.yaml").write_text(SETTINGS)
+
+    def swap(_fix_id):
+        (target / "config").rename(target / "config-real")
+        os.symlink(outside, target / "config")
+
+    pb = playbook(RATE_LIMIT)
+    outcome = _executor(parts, hooks={"after_backup": swap}).start(pb, _decision(pb, store, clock), now=clock())
+    assert outcome.status == "failed" and "outside allowed_paths" in outcome.detail, outcome.detail
+    assert (outside / "settings.yaml").read_text() == SETTINGS
+    assert (target / "config-real" / "settings.yaml").read_text() == SETTINGS
+
+
+def test_atomic_write_refuses_a_symlink_anywhere_in_the_folder_path(tmp_path):
+    """Writes go through folder fds opened without following links."""
+    from suture.engine.backup import atomic_write
+    from suture.engine.errors import BackupError
+
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "link")
+    with pytest.raises(BackupError, match="'link' is a symlink"):
+        atomic_write(tmp_path / "link" / "x.yaml", b"x: 1\n")
+    assert not (real / "x.yaml").exists()
+
+
+def test_owner_mode_and_a_missing_trailing_newline_are_kept(parts, target, clock):
+    """A file owned by another user, mode 0640, no final newline: all kept after the edit."""
+    _, store, _ = parts
+    path = target / "config/settings.yaml"
+    path.write_bytes(SETTINGS.rstrip("\n").encode())
+    os.chown(path, 4321, 4321)
+    path.chmod(0o640)
+    pb = playbook(RATE_LIMIT)
+    run = _executor(parts).start(pb, _decision(pb, store, clock), now=clock())
+    assert isinstance(run, FixRun)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o777)) == (4321, 4321, "0o640")
+    assert path.read_bytes() == SETTINGS.rstrip("\n").replace("0.5", "1.0").encode()
+
+
+def test_a_no_op_edit_writes_nothing(parts, target, clock):
+    """set to the value already there: nothing is written (mtime unchanged), outcome exhausted."""
+    _, store, _ = parts
+    path = target / "config/settings.yaml"
+    before = path.stat().st_mtime_ns
+    pb = playbook(RATE_LIMIT.replace("multiply: 2, max: 5", "set: 0.5"))
+    outcome = _executor(parts).start(pb, _decision(pb, store, clock), now=clock())
+    assert outcome.status == "exhausted"
+    assert path.stat().st_mtime_ns == before
+
+
+def test_backup_retention_keeps_the_newest_and_the_recent(tmp_path, clock):
+    """keep_last 2, keep_days 1: of five backups, the two newest and any younger than a day stay."""
+    from suture.engine.backup import BackupStore
+
+    store = BackupStore(tmp_path / "backups")
+    f = tmp_path / "f.txt"
+    ids = []
+    for i, age_days in enumerate([10, 9, 8, 0.5, 0.2]):
+        f.write_text(f"version {i}\n")
+        at = clock() - age_days * 86400
+        bid = f"b-2026010{i}T000000Z-00000{i}"
+        store.create(backup_id=bid, created_at=at, fix_id=f"f-{i}", playbook_id="p", confidence=90, reason="r",
+                     files=[("f.txt", f, f.read_bytes(), f.stat())])
+        ids.append(bid)
+    for obj in store.objects.glob("??/*"):  # objects as old as their backups
+        os.utime(obj, (clock() - 11 * 86400, clock() - 11 * 86400))
+    removed = store.prune(clock(), keep_last=2, keep_days=1)
+    assert sorted(removed) == ids[:3]
+    assert [m.id for m in store.all()] == [ids[4], ids[3]]
+    assert len(list(store.objects.glob("??/*"))) == 2
+
+
+def test_a_full_disk_under_the_backups_means_no_fix(parts, target, clock, tmp_path):
+    """The backup store sits on a full filesystem (a real 64 KiB tmpfs): ENOSPC, nothing applied."""
+    import subprocess
+
+    config, store, _ = parts
+    full = tmp_path / "full"
+    full.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)]).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        (full / "filler").write_bytes(b"\0" * 60 * 1024)
+        with contextlib.suppress(OSError):
+            with open(full / "filler2", "wb") as fh:
+                fh.write(b"\0" * 64 * 1024)
+        before = sha(target / "config/settings.yaml")
+        ex = Executor(config=config, store=store, backups=BackupStore(full / "backups"))
+        pb = playbook(RATE_LIMIT)
+        outcome = ex.start(pb, _decision(pb, store, clock), now=clock())
+        assert outcome.status == "failed" and "disk full" in outcome.detail, outcome.detail
+        assert sha(target / "config/settings.yaml") == before
+    finally:
+        subprocess.run(["umount", str(full)], check=False)

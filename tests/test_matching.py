@@ -241,3 +241,16 @@ def test_large_bounded_repeats_compile_fast_and_stay_exact() -> None:
     assert time.perf_counter() - began < 2.0
     assert [len(ps.match("a" + "-" * n + "b")) for n in (1000, 1001)] == [1, 0]
     assert [len(ps.match("x" + "w" * n + "y")) for n in (200, 201)] == [1, 0]
+
+
+def test_a_joined_traceback_matches_a_pattern_when_one_of_its_lines_does():
+    """Anchored patterns keep their per-line meaning inside a multi-line observation, and hit once."""
+    from suture.engine.playbook import LogCondition, Where
+
+    at = Where(file="t", line=1, path="when.log")
+    cond = LogCondition(source="app", pattern=r"^psycopg2\.OperationalError: (?P<why>.+)$", group_by=("why",),
+                        at_least=1, within=60.0, at=at)
+    tb = ("Traceback (most recent call last):\n  File \"/app/db.py\", line 3, in connect\n"
+          "psycopg2.OperationalError: could not connect to server")
+    ps = PatternSet([cond])
+    assert ps.match(tb) == [(cond.signal, {"why": "could not connect to server"})]

@@ -1,4 +1,4 @@
-"""The log file tailer: identity, rotation, truncation, checkpoints, line framing (real files, fake clock)."""
+"""The log file tailer: identity, rotation, truncation, checkpoints, line framing, tracebacks (real files, fake clock)."""
 
 from __future__ import annotations
 
@@ -538,3 +538,361 @@ def test_close_closes_every_fd(tmp_path: Path, make: Any) -> None:
     assert fds() == before + 3
     src.close()
     assert fds() == before and src._files == {}
+
+
+# -- regressions: bugs found while building the torture suite (tests/test_tailer_torture.py) --
+
+
+def test_empty_store_is_saved_so_restart_is_not_fresh(tmp_path: Path, make: Any) -> None:
+    """A first start with no log files yet still writes the store: files that appear before a restart are read whole."""
+    state = tmp_path / "state" / "checkpoints.json"
+    src = make(tmp_path / "*.log")
+    assert src.poll() == []
+    src.commit()
+    src._checkpoints.save()
+    assert state.exists()
+    (tmp_path / "app.log").write_text("written while suture was down\n")
+    again = restart(src, state, make, tmp_path / "*.log")
+    assert texts(again.poll()) == ["written while suture was down"]
+
+
+def test_same_size_rewrite_with_same_mtime_is_detected(tmp_path: Path, make: Any) -> None:
+    """A rewrite to the same size within the mtime granularity is still caught by the fingerprint."""
+    log = tmp_path / "app.log"
+    log.write_text("")
+    src = make(log)
+    src.poll()
+    append(log, "aaaa\n")
+    assert texts(src.poll()) == ["aaaa"]
+    mtime = log.stat().st_mtime_ns
+    log.write_text("bbbb\n")  # same size; a coarse-timestamp filesystem leaves mtime as it was
+    os.utime(log, ns=(mtime, mtime))
+    assert texts(src.poll()) == ["bbbb"]
+    assert src.stats["truncations"] == 1
+
+
+def test_rewritten_while_stopped_is_counted(tmp_path: Path, make: Any) -> None:
+    """A checkpointed file whose first bytes changed while stopped is read from 0 and counted as a truncation."""
+    log, state = tmp_path / "app.log", tmp_path / "state" / "checkpoints.json"
+    log.write_text("")
+    src = make(log)
+    src.poll()
+    append(log, "old 1\n")
+    src.poll()
+    src.commit()
+    src._checkpoints.save()
+    src.close()
+    append(log, "old 2, never read\n")
+    with open(log, "r+b") as fh:  # copytruncate while suture is down, then the app writes on
+        fh.truncate(0)
+    append(log, "new 1 is a longer line than the old offset\n")
+    again = make(log, checkpoints=Checkpoints(state))
+    assert texts(again.poll()) == ["new 1 is a longer line than the old offset"]
+    assert again.stats["truncations"] == 1
+
+
+# -- Python tracebacks: one observation --
+
+SIMPLE = """\
+Traceback (most recent call last):
+  File "/srv/app/main.py", line 25, in <module>
+    handle(request)
+  File "/srv/app/main.py", line 12, in handle
+    return parse(body)
+ValueError: bad value"""
+
+CARETS = """\
+Traceback (most recent call last):
+  File "/srv/app/main.py", line 25, in <module>
+    try: fn()
+         ^^^^
+  File "/srv/app/main.py", line 2, in f
+    def f(d): return d["a"]["b"] + 1
+                     ~~~~~~~~~~~~^~~
+TypeError: unsupported operand type(s) for +: 'NoneType' and 'int'"""
+
+CHAINED = """\
+Traceback (most recent call last):
+  File "/srv/app/db.py", line 5, in load
+    {{}}["x"]
+    ~~^^^^^
+KeyError: 'x'
+
+{sentence}
+
+Traceback (most recent call last):
+  File "/srv/app/db.py", line 7, in load
+    raise app.errors.LoadError("bad value")
+app.errors.LoadError: bad value"""
+
+GROUP = """\
+  + Exception Group Traceback (most recent call last):
+  |   File "/srv/app/main.py", line 14, in run
+  |     raise ExceptionGroup("eg", [ValueError(1), ExceptionGroup("inner", [TypeError(2)])])
+  | ExceptionGroup: eg (2 sub-exceptions)
+  +-+---------------- 1 ----------------
+    | ValueError: 1
+    +---------------- 2 ----------------
+    | ExceptionGroup: inner (1 sub-exception)
+    +-+---------------- 1 ----------------
+      | TypeError: 2
+      +------------------------------------"""
+
+BARE = """\
+Traceback (most recent call last):
+  File "/srv/app/main.py", line 24, in <genexpr>
+    yield table[key]
+KeyError"""
+
+
+def start(make: Any, log: Path, **kw: Any) -> FileSource:
+    log.write_text("")
+    src = make(log, **kw)
+    assert src.poll() == []
+    return src
+
+
+@pytest.mark.parametrize("block", [SIMPLE, CARETS, BARE], ids=["simple", "carets", "bare"])
+def test_traceback_is_one_line(tmp_path: Path, make: Any, block: str) -> None:
+    """A traceback (frames, source, 3.11 caret lines, a bare exception line) is one Line; the next line is its own."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    append(log, block + "\nINFO next\n")
+    assert texts(src.poll()) == [block, "INFO next"]
+    assert src.stats["tracebacks"] == 1 and src.stats["lines"] == 2
+
+
+@pytest.mark.parametrize("sentence", [
+    "During handling of the above exception, another exception occurred:",
+    "The above exception was the direct cause of the following exception:",
+], ids=["context", "cause"])
+def test_chained_traceback_is_one_line(tmp_path: Path, make: Any, sentence: str) -> None:
+    """Both kinds of chained traceback, blank lines and sentence included, are one Line."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    block = CHAINED.format(sentence=sentence)
+    append(log, block + "\nINFO next\n")
+    assert texts(src.poll()) == [block, "INFO next"]
+
+
+def test_exception_group_traceback_is_one_line(tmp_path: Path, make: Any) -> None:
+    """An ExceptionGroup traceback, nested groups included, is one Line."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    append(log, GROUP + "\nINFO next\n")
+    assert texts(src.poll()) == [GROUP, "INFO next"]
+
+
+def test_group_chained_after_plain_traceback_is_one_line(tmp_path: Path, make: Any) -> None:
+    """A plain traceback chained to an exception group's traceback is one Line."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    block = SIMPLE + "\n\nDuring handling of the above exception, another exception occurred:\n\n" + GROUP
+    append(log, block + "\nINFO next\n")
+    assert texts(src.poll()) == [block, "INFO next"]
+
+
+def test_log_line_before_traceback_stays_separate(tmp_path: Path, make: Any) -> None:
+    """The log record that introduces a traceback stays its own Line; the traceback starts at its header."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    append(log, "2026-11-25 10:00:01,123 ERROR app: boom\n" + SIMPLE + "\n2026-11-25 10:00:02,000 INFO ok\n")
+    assert texts(src.poll()) == ["2026-11-25 10:00:01,123 ERROR app: boom", SIMPLE, "2026-11-25 10:00:02,000 INFO ok"]
+
+
+def test_blank_line_after_traceback_without_chain_is_its_own(tmp_path: Path, make: Any) -> None:
+    """A blank line after the exception line that no chaining sentence follows is not glued to the traceback."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    append(log, SIMPLE + "\n\nINFO next\n")
+    assert texts(src.poll()) == [SIMPLE, "", "INFO next"]
+
+
+def test_back_to_back_tracebacks_are_two_lines(tmp_path: Path, make: Any) -> None:
+    """A header right after an exception line starts a second traceback, not a chain."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    append(log, SIMPLE + "\n" + BARE + "\nINFO next\n")
+    assert texts(src.poll()) == [SIMPLE, BARE, "INFO next"]
+
+
+def test_traceback_at_end_of_file_waits_for_flush_timeout(tmp_path: Path, make: Any, clock: Clock) -> None:
+    """A complete traceback with nothing after it is held (a chain may follow) until multiline_flush_after."""
+    log = tmp_path / "app.log"
+    src = start(make, log, multiline_flush_after=0.2)
+    append(log, SIMPLE + "\n")
+    assert src.poll() == []
+    clock.now += 0.1
+    assert src.poll() == []
+    clock.now += 0.1
+    [line] = src.poll()
+    assert (line.text, line.at, line.partial) == (SIMPLE, 1000.0, False)
+
+
+def test_chain_arriving_after_a_poll_is_joined(tmp_path: Path, make: Any, clock: Clock) -> None:
+    """A chained traceback written after a poll saw the first one complete is still the same Line."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    first, _, rest = CHAINED.format(sentence="During handling of the above exception, "
+                                             "another exception occurred:").partition("\n\n")
+    append(log, first + "\n")
+    assert src.poll() == []
+    clock.now += 0.1
+    append(log, "\n" + rest + "\nINFO next\n")
+    assert texts(src.poll()) == [first + "\n\n" + rest, "INFO next"]
+
+
+def test_traceback_split_across_polls_is_one_line(tmp_path: Path, make: Any, clock: Clock) -> None:
+    """Half a traceback, then a poll, then the rest: one Line, nothing emitted early."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    lines = CARETS.split("\n")
+    append(log, "\n".join(lines[:4]) + "\n" + lines[4][:10])
+    assert src.poll() == []
+    clock.now += 1
+    assert src.poll() == []
+    append(log, lines[4][10:] + "\n" + "\n".join(lines[5:]) + "\nINFO next\n")
+    assert texts(src.poll()) == [CARETS, "INFO next"]
+
+
+def test_unfinished_traceback_flushed_after_partial_timeout(tmp_path: Path, make: Any, clock: Clock) -> None:
+    """A traceback whose writer stopped before its exception line is emitted after partial_flush_after."""
+    log = tmp_path / "app.log"
+    src = start(make, log, partial_flush_after=5.0)
+    head = "\n".join(SIMPLE.split("\n")[:3])
+    append(log, head + "\n")
+    assert src.poll() == []
+    clock.now += 4.9
+    assert src.poll() == []
+    clock.now += 0.1
+    assert texts(src.poll()) == [head]
+
+
+def test_crash_with_held_traceback_rereads_it_whole(tmp_path: Path, make: Any, clock: Clock) -> None:
+    """Lines of an unfinished traceback are not committed: after a crash it is read whole, once."""
+    log, state = tmp_path / "app.log", tmp_path / "state" / "checkpoints.json"
+    src = start(make, log)
+    lines = SIMPLE.split("\n")
+    append(log, "before\n" + "\n".join(lines[:3]) + "\n")
+    assert texts(src.poll()) == ["before"]
+    src.commit()
+    src._checkpoints.save()
+    append(log, "\n".join(lines[3:]) + "\nafter\n")
+    assert texts(src.poll()) == [SIMPLE, "after"]  # crash here: never committed
+    again = restart(src, state, make, log)
+    assert texts(again.poll()) == [SIMPLE, "after"]
+
+
+def test_rotated_file_holding_a_traceback_is_not_closed_early(tmp_path: Path, make: Any, clock: Clock) -> None:
+    """A file rotated away in the middle of a traceback stays open until the traceback is flushed."""
+    log = tmp_path / "app.log"
+    src = start(make, log, rotate_grace=2.0, partial_flush_after=5.0)
+    head = "\n".join(SIMPLE.split("\n")[:3])
+    append(log, head + "\n")
+    assert src.poll() == []
+    log.rename(tmp_path / "app.log.1")
+    assert src.poll() == [] and src.stats["rotations"] == 1
+    clock.now += 3  # past rotate_grace, not yet past partial_flush_after
+    assert src.poll() == [] and src.stats["files"] == 1
+    clock.now += 3
+    assert texts(src.poll()) == [head]
+
+
+def test_chaining_sentence_cut_by_the_line_cap_still_chains(tmp_path: Path, make: Any) -> None:
+    """With a line cap shorter than the chaining sentence, its cut head still joins the chain."""
+    log = tmp_path / "app.log"
+    src = start(make, log, max_line_bytes=40)
+    block = "Traceback (most recent call last):\n  File x\nKeyError\n\n" + \
+        "During handling of the above exception, another exception occurred:\n\n" + \
+        "Traceback (most recent call last):\n  File y\nValueError"
+    append(log, block + "\nINFO next\n")
+    [joined, nxt] = src.poll()  # one observation (cut at the cap), not the sentence and blanks as lines
+    assert (joined.text, joined.truncated, nxt.text) == (block[:40], True, "INFO next")
+
+
+def test_traceback_cap_truncates_and_counts(tmp_path: Path, make: Any) -> None:
+    """Past max_traceback_lines the traceback is emitted truncated and counted; the rest of it is dropped."""
+    log = tmp_path / "app.log"
+    src = start(make, log, max_traceback_lines=3)
+    append(log, SIMPLE + "\nINFO next\n")
+    lines = src.poll()
+    assert [(ln.text, ln.truncated) for ln in lines] == [
+        ("\n".join(SIMPLE.split("\n")[:3]), True), ("INFO next", False)]
+    assert src.stats["tracebacks"] == 1 and src.stats["tracebacks_truncated"] == 1
+
+
+def test_traceback_byte_cap_bounds_joined_text(tmp_path: Path, make: Any) -> None:
+    """The joined text never exceeds max_line_bytes, however many lines a traceback has."""
+    log = tmp_path / "app.log"
+    src = start(make, log, max_line_bytes=100, max_traceback_lines=10_000)
+    frames = "".join(f'  File "/srv/app/deep.py", line {i}, in f\n    f(n - 1)\n' for i in range(5000))
+    append(log, "Traceback (most recent call last):\n" + frames + "RecursionError: too deep\nINFO next\n")
+    first, nxt = src.poll()
+    assert len(first.text.encode()) == 100 and first.truncated and nxt.text == "INFO next"
+    assert first.text.startswith("Traceback (most recent call last):\n  File ")
+    held = next(iter(src._files.values())).joiner
+    assert held is not None and held._texts == []  # nothing of the dropped rest is kept
+
+
+def test_cut_traceback_rest_still_dropped_after_restart(tmp_path: Path, make: Any) -> None:
+    """A restart in the middle of a capped traceback keeps dropping its rest instead of emitting it as lines."""
+    log, state = tmp_path / "app.log", tmp_path / "state" / "checkpoints.json"
+    src = start(make, log, max_traceback_lines=3)
+    lines = SIMPLE.split("\n")
+    append(log, "\n".join(lines[:4]) + "\n")
+    assert [ln.truncated for ln in src.poll()] == [True]
+    src.commit()
+    src._checkpoints.save()
+    assert next(iter(json.loads(state.read_text())["sources"]["app"].values()))["skip"] == "tb"
+    append(log, "\n".join(lines[4:]) + "\nINFO next\n")
+    again = restart(src, state, make, log, max_traceback_lines=3)
+    assert texts(again.poll()) == ["INFO next"]
+
+
+def test_truncation_emits_held_traceback_first(tmp_path: Path, make: Any) -> None:
+    """A traceback held when the file is truncated was read: it is emitted, then the new contents."""
+    log = tmp_path / "app.log"
+    src = start(make, log)
+    append(log, SIMPLE + "\n")
+    assert src.poll() == []
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    append(log, "new\n")
+    assert texts(src.poll()) == [SIMPLE, "new"]
+
+
+def test_multiline_none_keeps_lines_separate(tmp_path: Path, make: Any) -> None:
+    """multiline=None turns joining off: every line of a traceback is its own Line."""
+    log = tmp_path / "app.log"
+    src = start(make, log, multiline=None)
+    append(log, SIMPLE + "\n")
+    assert texts(src.poll()) == SIMPLE.split("\n")
+
+
+def test_unknown_multiline_rejected(make: Any, tmp_path: Path) -> None:
+    """An unknown multiline kind is a configuration error."""
+    with pytest.raises(ValueError, match="multiline"):
+        make(tmp_path / "app.log", multiline="java")
+
+
+def test_empty_checkpoint_never_claims_a_file_by_inode_alone(tmp_path: Path, make: Any) -> None:
+    """A file checkpointed while empty is not looked for by inode: a copy on its reused inode is not read."""
+    log, state = tmp_path / "app.log", tmp_path / "state" / "checkpoints.json"
+    log.write_text("")
+    src = make(log)
+    src.poll()
+    src.commit()
+    src.close()
+    log.unlink()
+    copy = tmp_path / "app.log.1"  # e.g. a copytruncate copy of another file, out of the glob
+    copy.write_text("copied 1\ncopied 2\n")
+    st = copy.stat()
+    cps = src._checkpoints
+    [old_mark] = cps.entries("app").values()
+    assert old_mark.fp_len == 0
+    cps.put("app", f"{st.st_dev}:{st.st_ino}", old_mark)  # the filesystem may or may not have reused the inode
+    cps.save()
+    log.write_text("")
+    again = make(log, checkpoints=Checkpoints(state))
+    assert again.poll() == []
+    assert again.stats["files"] == 1 and again.stats["rotations"] == 0
