@@ -89,6 +89,7 @@ def atomic_write(
     owner: tuple[int, int] | None = None,
     before_rename: Any = None,
     durable: bool = True,
+    trusted_folder: bool = False,
 ) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
 
@@ -97,10 +98,14 @@ def atomic_write(
     file's (0o600 for a new file). ``durable=False`` skips both fsyncs: the rename is still
     atomic and survives the process being killed, only not a power loss (for files rewritten
     many times a second, such as read positions). ``before_rename`` is a test hook called
-    with the temp path once it is written.
+    with the temp path once it is written. ``trusted_folder`` skips the link-free walk for
+    suture's own state folder.
     """
     name = path.name
-    dfd = open_folder_nofollow(path.parent)
+    # targets: the folder is opened one component at a time, no links; suture's own state folder
+    # (trusted_folder) is opened directly, which costs a syscall instead of one per component
+    dfd = (os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if trusted_folder
+           else open_folder_nofollow(path.parent))
     try:
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)

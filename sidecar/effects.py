@@ -28,9 +28,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
 import psutil
 from suture.engine.config import Config
 from suture.engine.errors import ActionError
@@ -38,7 +37,10 @@ from suture.engine.paths import relative_problem
 from suture.engine.playbook import FILE_ACTIONS, Action, Exec, Notify, Restart, Stop
 
 from .notify import Notifier
-from .sources.containers import ENGINE_ERRORS, connect, describe_engine_error, docker_url, state_of
+from .sources.containers import connect, describe_engine_error, docker_url, engine_errors, state_of
+
+if TYPE_CHECKING:
+    import docker
 
 log = logging.getLogger("suture.effects")
 
@@ -256,7 +258,7 @@ class Effects:
             url = docker_url(self.config.docker_url, self.env)
             try:
                 self._docker = connect(url)
-            except ENGINE_ERRORS as exc:
+            except engine_errors() as exc:
                 raise ActionError(f"container engine at {url}: {describe_engine_error(exc)}") from exc
             self._own_docker = True
         return self._docker
@@ -284,7 +286,7 @@ class Effects:
                     )
                 if self.stop.wait(self.poll_interval):
                     raise ActionError(f"container {name}: restarted, but suture stopped before it was seen running")
-        except ENGINE_ERRORS as exc:
+        except engine_errors() as exc:
             raise ActionError(f"{what}: {describe_engine_error(exc)}") from exc
         count = container.attrs.get("RestartCount", 0)
         return f"restarted container {name} (was {was}, now {state}, restart count {count})"
@@ -297,7 +299,7 @@ class Effects:
             container.stop(timeout=int(timeout))
             container.reload()
             state, _, status = state_of(container.attrs)
-        except ENGINE_ERRORS as exc:
+        except engine_errors() as exc:
             raise ActionError(f"cannot stop container {name}: {describe_engine_error(exc)}") from exc
         if state not in ("exited",):
             raise ActionError(f"container {name} is still {status or state} after stop")

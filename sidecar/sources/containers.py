@@ -27,19 +27,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING
 
-import docker
-import docker.errors
-import requests.exceptions
+if TYPE_CHECKING:  # the docker SDK (and requests) load on first use: ~9 MB a sidecar without containers saves
+    import docker
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
-# Everything the docker SDK raises when the engine is unreachable, refuses, or answers nonsense.
-ENGINE_ERRORS: tuple[type[BaseException], ...] = (
-    docker.errors.DockerException,
-    requests.exceptions.RequestException,
-    OSError,
-    ValueError,  # a malformed JSON answer
-)
+
+
+@cache
+def engine_errors() -> tuple[type[BaseException], ...]:
+    """Everything the docker SDK raises when the engine is unreachable, refuses, or answers nonsense."""
+    import docker.errors
+    import requests.exceptions
+
+    return (
+        docker.errors.DockerException,
+        requests.exceptions.RequestException,
+        OSError,
+        ValueError,  # a malformed JSON answer
+    )
 
 State = Literal["running", "exited", "restarting", "unhealthy", "missing", "unknown"]
 
@@ -59,11 +67,16 @@ def connect(url: str, timeout: float = 10.0) -> docker.DockerClient:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(url.removeprefix("unix://"))
+    import docker
+
     return docker.DockerClient(base_url=url, timeout=timeout)
 
 
 def describe_engine_error(exc: BaseException) -> str:
     """One line for a docker SDK / transport error (the only place they are interpreted)."""
+    import docker.errors
+    import requests.exceptions
+
     if isinstance(exc, docker.errors.NotFound):
         return "no such container"
     if isinstance(exc, docker.errors.APIError):
@@ -140,6 +153,8 @@ class ContainerWatcher:
             return sum(1 for at in self._restarts.get(name, ()) if at >= t)
 
     def _poll_one(self, name: str, now: float) -> ContainerState:
+        import docker.errors
+
         try:
             attrs = self.client.api.inspect_container(name)
         except docker.errors.NotFound:
@@ -153,7 +168,7 @@ class ContainerWatcher:
                 exists=False,
                 detail="no such container",
             )
-        except ENGINE_ERRORS as exc:
+        except engine_errors() as exc:
             return ContainerState(
                 name=name,
                 state="unknown",

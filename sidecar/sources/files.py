@@ -243,7 +243,8 @@ class Checkpoints:
                 doc = {"version": 1, "sources": {src: {k: asdict(m) for k, m in marks.items()}
                                                  for src, marks in self._marks.items() if marks}}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode(), mode=0o600, durable=durable)
+            atomic_write(self.path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), mode=0o600,
+                         durable=durable, trusted_folder=True)
             with self._lock:
                 self._saved = changes
 
