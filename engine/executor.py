@@ -227,6 +227,9 @@ class Executor:
                 return self._final(fix_id, pb, "failed", now, f"not applied: {exc}")
             for fp in plan.files:  # post-images too, so a later `restore` can put a validated version back
                 self.backups.put(fp.after)
+            self.store.record_backup(manifest.id, fix_id, pb.id, now, [
+                {"path": f.path, "sha256": f.sha256, "size": f.size, "mode": f.mode, "uid": f.uid, "gid": f.gid}
+                for f in manifest.files])
             self.store.update(fix_id, status="backed_up", backup_id=manifest.id)
             self.store.step(fix_id, "backed_up", now, {"backup_id": manifest.id})
             self._hook("after_backup", fix_id)
@@ -284,8 +287,11 @@ class Executor:
     def settle(self, run: FixRun, verdict: Verdict, now: float) -> Outcome:
         """Commit a passed fix; roll back a breached, failed or inconclusive one."""
         errors_after = run.judge.errors_after()
+        measured = run.judge.measured()
         self.store.step(run.fix_id, "verdict", now, {"state": verdict.state, "reason": verdict.reason,
-                                                    "measured": run.judge.measured()})
+                                                    "measured": measured})
+        self.store.record_validation(run.fix_id, opened_at=run.judge.opens_at, judged_at=now, verdict=verdict.state,
+                                     reason=verdict.reason, errors_after=errors_after, measured=measured)
         if verdict.state == "passed":
             return self._final(run.fix_id, run.playbook, "succeeded", now, verdict.reason, errors_after=errors_after)
         if verdict.state == "inconclusive" and run.playbook.on_inconclusive == "keep":

@@ -1,6 +1,6 @@
 """Fleet learning through shared storage: each sidecar exports Parquet, reads the others'.
 
-    FLEET_DIR/<sidecar name>/fixes.parquet       (and fix_steps.parquet)
+    FLEET_DIR/<sidecar name>/fixes.parquet       (and fix_steps, validations, backups)
 
 ``suture history --export DIR`` writes the same files by hand. A sidecar with
 ``learning: {fleet: DIR}`` rewrites its own export after every final outcome
@@ -24,7 +24,7 @@ import duckdb
 from .errors import StoreError
 from .store import FAILURE, SUCCESS, Store
 
-TABLES = ("fixes", "fix_steps")
+TABLES = ("fixes", "fix_steps", "validations", "backups")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

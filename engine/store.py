@@ -85,6 +85,33 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        "validations, backups, proposals",
+        """
+        CREATE TABLE validations (
+            fix_id VARCHAR NOT NULL,
+            opened_at TIMESTAMP NOT NULL,
+            judged_at TIMESTAMP NOT NULL,
+            verdict VARCHAR NOT NULL,
+            reason VARCHAR,
+            errors_after INTEGER,
+            measured JSON
+        );
+        CREATE TABLE backups (
+            id VARCHAR NOT NULL,
+            fix_id VARCHAR NOT NULL,
+            playbook_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            files JSON NOT NULL
+        );
+        CREATE VIEW proposals AS
+            SELECT p.id, p.playbook_id, p.group_key, p.started_at AS proposed_at, p.adjusted_confidence,
+                   p.threshold, p.reason, p.changes, a.id AS approved_fix_id, a.approved_by, a.status AS approved_status
+            FROM fixes p LEFT JOIN fixes a ON a.proposal_id = p.id
+            WHERE p.status = 'proposed';
+        """,
+    ),
 )
 
 
@@ -233,6 +260,17 @@ class Store:
             [status, ts(at), detail, errors_after, fix_id],
         )
         self.step(fix_id, status, at, {"detail": detail} if detail else None)
+
+    def record_validation(self, fix_id: str, *, opened_at: float, judged_at: float, verdict: str, reason: str,
+                          errors_after: int | None, measured: dict[str, Any]) -> None:
+        self._exec("INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [fix_id, ts(opened_at), ts(judged_at), verdict, reason, errors_after,
+                    json.dumps(measured, default=str)])
+
+    def record_backup(self, backup_id: str, fix_id: str, playbook_id: str, created_at: float,
+                      files: list[dict[str, Any]]) -> None:
+        self._exec("INSERT INTO backups VALUES (?, ?, ?, ?, ?)",
+                   [backup_id, fix_id, playbook_id, ts(created_at), json.dumps(files)])
 
     # -- reading --
 

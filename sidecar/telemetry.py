@@ -39,6 +39,8 @@ SOURCE_COUNTERS = (
     ("rotations", "suture_source_rotations_total", "Rename rotations seen."),
     ("truncations", "suture_source_truncations_total", "Truncations (copytruncate, rewrites) seen."),
     ("partial_flushes", "suture_source_partial_lines_total", "Unterminated last lines flushed after a timeout."),
+    ("tracebacks", "suture_source_tracebacks_total", "Python tracebacks joined into one observation."),
+    ("tracebacks_truncated", "suture_source_tracebacks_truncated_total", "Tracebacks over the size cap, cut."),
 )
 
 

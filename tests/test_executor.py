@@ -79,6 +79,9 @@ def test_a_fix_that_works_is_committed(parts, target, clock):
     assert (row["status"], row["errors_before"], row["errors_after"], row["backup_id"]) == ("succeeded", 7, 0, outcome.backup_id)
     steps = [s["step"] for s in store.steps(outcome.fix_id)]
     assert steps == ["matched", "decided", "planned", "backed_up", "applied", "validating", "verdict", "succeeded"]
+    assert store.query("SELECT verdict, errors_after FROM validations WHERE fix_id = ?", [outcome.fix_id]).rows == (
+        ("passed", 0),)
+    assert store.query("SELECT id FROM backups WHERE fix_id = ?", [outcome.fix_id]).rows == ((outcome.backup_id,),)
 
 
 def test_a_breach_after_settle_rolls_back_byte_identical(parts, target, clock):
@@ -116,6 +119,7 @@ def test_below_threshold_proposes_and_touches_nothing(parts, target, clock):
     assert isinstance(outcome, Outcome) and outcome.status == "proposed"
     assert (target / "config/settings.yaml").read_bytes() == before
     assert "request_delay_s: 0.5 -> 1.0" in store.fix(outcome.fix_id)["detail"]
+    assert store.query("SELECT id, approved_fix_id FROM proposals").rows == ((outcome.fix_id, None),)
 
 
 def test_recorded_successes_lift_a_base_70_playbook_over_the_threshold(parts, target, clock):
