@@ -167,6 +167,10 @@ class Api:
         r(Route("GET", "/metrics", self.metrics, "Prometheus metrics.", content_type="text/plain",
                 response={"type": "string"}))
         r(Route("GET", "/openapi.json", self.openapi, "This document."))
+        from .dashboard import routes as dashboard_routes  # the dashboard at / and its data
+
+        for route in dashboard_routes(self):
+            r(route)
 
     # -- dispatch --
 

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,10 @@ class Sidecar:
         self._threads: list[threading.Thread] = []
         self._catalog_lock = threading.Lock()
         self._wake_lock = threading.Lock()
+        # the last events, numbered, for the dashboard's live stream (waiters use events_changed)
+        self.recent_events: deque[tuple[int, Event]] = deque(maxlen=500)
+        self.events_seq = 0
+        self.events_changed = threading.Condition()
         self._wakers: list[threading.Event] = []
         self._trigger_at: float | None = None  # read time of the line being processed
         self._checkpoint_synced = 0.0
@@ -151,6 +156,10 @@ class Sidecar:
         event = Event(kind=kind, at=self.clock(), message=message, data=data)
         level = logging.WARNING if kind in ALERTS or kind in ("error", "reload_failed") else logging.INFO
         log.log(level, "%-12s %s", kind, message)
+        with self.events_changed:
+            self.events_seq += 1
+            self.recent_events.append((self.events_seq, event))
+            self.events_changed.notify_all()
         if kind in ALERTS and self.config.notify_webhook and isinstance(self.effects, Effects):
             body = {"source": "suture", "kind": kind, "message": message, "at": event.at,
                     **{k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}}
