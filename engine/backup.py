@@ -294,7 +294,7 @@ class BackupStore:
         if sha256_bytes(read_nofollow(real)) != record.sha256:
             raise BackupError(f"{record.path}: restored bytes do not match the backup")
 
-    def prune(self, now: float, *, keep_last: int, keep_days: float, keep_objects: set[str] = frozenset()) -> list[str]:
+    def prune(self, now: float, *, keep_last: int, keep_days: float, keep_objects: frozenset[str] | set[str] = frozenset()) -> list[str]:
         """Delete backups that are neither among the newest ``keep_last`` nor younger than ``keep_days``.
 
         Objects no remaining manifest refers to are deleted too, unless listed in

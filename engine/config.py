@@ -66,9 +66,9 @@ class Config:
     metrics_interval: float = 5.0
     processes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     docker_url: str | None = None
-    api: ApiConfig = ApiConfig()
+    api: ApiConfig = field(default_factory=ApiConfig)
     notify_webhook: str | None = None
-    learning: Learning = Learning()
+    learning: Learning = field(default_factory=Learning)
     fleet: str | None = None
     max_line_bytes: int = 64 * 1024
     fixes_per_hour: int = 20

@@ -91,7 +91,7 @@ class Decision:
 
 def effective_cooldown(pb: Playbook, gate: Gate) -> float:
     """The playbook's cooldown, doubled for each failure in a row (exponential backoff)."""
-    return pb.cooldown * (2 ** min(gate.consecutive_failures, MAX_BACKOFF_DOUBLINGS))
+    return float(pb.cooldown * 2.0 ** min(gate.consecutive_failures, MAX_BACKOFF_DOUBLINGS))
 
 
 def decide(

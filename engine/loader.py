@@ -24,6 +24,7 @@ from .documents import Document, PathKey, read_document, render_path, schema_pro
 from .errors import DocumentError, PathRefused, Problem
 from .paths import relative_problem, resolve_target
 from .playbook import (
+    FILE_ACTIONS,
     Action,
     Adjust,
     AllOf,
@@ -45,7 +46,6 @@ from .playbook import (
     SetValue,
     Stop,
     Validate,
-    FILE_ACTIONS,
     Where,
     leaves,
     parse_duration,

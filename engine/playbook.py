@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -29,7 +29,7 @@ def format_duration(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{int(round(seconds * 1000))}ms"
+    return f"{round(seconds * 1000)}ms"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,7 +116,7 @@ class ProbeCondition:
         )
 
     def describe(self) -> str:
-        parts = []
+        parts: list[str] = []
         if self.status:
             parts.append(self.status)
         if self.latency_above_ms is not None:
@@ -150,7 +150,7 @@ class ContainerCondition:
         return f"container {self.name} restarted at least {self.restarts_at_least} time(s){within}"
 
 
-Leaf = Union[LogCondition, MetricCondition, ProbeCondition, ContainerCondition]
+Leaf = LogCondition | MetricCondition | ProbeCondition | ContainerCondition
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,7 +168,7 @@ class NotOf:
     item: Condition
 
 
-Condition = Union[Leaf, AllOf, AnyOf, NotOf]
+Condition = Leaf | AllOf | AnyOf | NotOf
 LEAF_TYPES = (LogCondition, MetricCondition, ProbeCondition, ContainerCondition)
 
 
@@ -296,7 +296,7 @@ class Notify:
         return f"notify {self.webhook}"
 
 
-Action = Union[Adjust, SetValue, Replace, Restore, Restart, Stop, Exec, Notify]
+Action = Adjust | SetValue | Replace | Restore | Restart | Stop | Exec | Notify
 FILE_ACTIONS = (Adjust, SetValue, Replace, Restore)
 
 

@@ -165,7 +165,7 @@ def signals_of(definition: Mapping[str, Any]) -> set[str]:
 # --- the host ----------------------------------------------------------------------------
 
 
-class _Host(dr.Host):
+class _Host(dr.Host):  # type: ignore[misc]  # durable_rules ships no type hints
     """durable_rules' Host without its background dispatch threads (see module doc)."""
 
     def _run(self) -> None:

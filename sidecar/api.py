@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("suture.api")
 MAX_BODY = 256 * 1024  # larger than any body the schemas allow, so those get a 400 naming the field
-ID = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # fix, playbook and backup ids: no '/', no '..' 
+ID = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # fix, playbook and backup ids: no '/', no '..'
 
 
 class ApiError(Exception):
@@ -411,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 
     def _cors(self) -> None:
@@ -464,13 +464,13 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("API handler failed")
             self._respond(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (see the sidecar log)"})
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._serve("GET")
 
     def __getattr__(self, name: str) -> Any:
@@ -480,7 +480,7 @@ class _Handler(BaseHTTPRequestHandler):
             return lambda: self._serve(name[3:])
         raise AttributeError(name)
 
-    def do_OPTIONS(self) -> None:  # noqa: N802
+    def do_OPTIONS(self) -> None:
         origin = self.api.sidecar.config.api.cors_origin
         self.send_response(HTTPStatus.NO_CONTENT if origin else HTTPStatus.METHOD_NOT_ALLOWED)
         if origin and self.headers.get("Origin") == origin:

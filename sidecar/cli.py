@@ -9,6 +9,7 @@ or unreadable config.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -85,10 +86,8 @@ def _fewer_malloc_arenas() -> None:
     """glibc gives each thread its own malloc arena; two are plenty for a sidecar (a few MB less RSS)."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -45,7 +45,6 @@ from typing import Any
 
 import hyperscan
 import regex
-
 from suture.engine.playbook import LogCondition
 
 _P: Any = importlib.import_module("re._parser")

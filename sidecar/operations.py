@@ -94,7 +94,7 @@ def approve(sc: Sidecar, fix_id: str, by: str) -> dict[str, Any]:
     if gate.suspended:
         raise OperationError(HTTPStatus.CONFLICT, f"{pb.id} is suspended ({gate.suspended_reason}); resume it first")
     if gate.in_flight or sc.busy_with(pb) is not None:
-        raise OperationError(HTTPStatus.CONFLICT, f"a fix touching the same files is in progress; try again after it")
+        raise OperationError(HTTPStatus.CONFLICT, "a fix touching the same files is in progress; try again after it")
     labels = next((s.get("labels", {}) for s in (json.loads(x["detail"] or "{}") for x in store.steps(fix_id))
                    if "labels" in s), {})
     decision = decide(pb, key=row["group_key"], labels=labels, outcomes=store.outcomes(pb.id), gate=gate,

@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import duckdb
-
 from suture.engine.actions import Plan
 from suture.engine.backup import BackupStore
 from suture.engine.config import Config, load_config

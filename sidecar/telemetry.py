@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
 from suture.engine.playbook import LogCondition, leaves
 
 if TYPE_CHECKING:
