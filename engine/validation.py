@@ -100,15 +100,25 @@ class Judge:
 
     def line(self, source: str, signals: Collection[str], at: float) -> None:
         """A line of ``source`` was read; ``signals`` are the log conditions it matched."""
+        self.observed(source, 1, at)
+        self.matched(source, signals, at)
+
+    def observed(self, source: str, count: int, at: float) -> None:
+        """``count`` lines of ``source`` were read (matched or not): the source is alive."""
         if at < self.opens_at:
+            return
+        for w in self._of(LogCondition):
+            if w.leaf.source == source:  # type: ignore[union-attr]
+                w.observations += count
+
+    def matched(self, source: str, signals: Collection[str], at: float) -> None:
+        """One line of ``source`` matched ``signals`` (already counted by :meth:`observed`)."""
+        if at < self.opens_at or not signals:
             return
         for w in self._of(LogCondition):
             leaf = w.leaf
             assert isinstance(leaf, LogCondition)
-            if leaf.source != source:
-                continue
-            w.observations += 1
-            if leaf.signal not in signals:
+            if leaf.source != source or leaf.signal not in signals:
                 continue
             w.matches += 1
             if leaf.at_most is None:

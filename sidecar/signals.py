@@ -319,9 +319,23 @@ class SignalBoard:
         patterns = self.patterns.get(source)
         if patterns is None:
             return [], set()
+        return self._apply(patterns.match(text), at)
+
+    def block(self, source: str, data: bytes, at: float) -> list[tuple[str, list[Transition], set[str]]]:
+        """Feed many lines at once (scanned whole); (text, transitions, signals) for each line that matched."""
+        patterns = self.patterns.get(source)
+        if patterns is None:
+            return []
+        out = []
+        for start, end, hits in patterns.scan(data):
+            transitions, matched = self._apply(hits, at)
+            out.append((data[start:end].decode("utf-8", "replace"), transitions, matched))
+        return out
+
+    def _apply(self, hits: list[tuple[str, dict[str, str]]], at: float) -> tuple[list[Transition], set[str]]:
         out: list[Transition] = []
         matched: set[str] = set()
-        for signal, labels in patterns.match(text):
+        for signal, labels in hits:
             key = self._key_of[signal]
             matched |= self._signals_of.get(key, set())
             shared = self.matches.get(key)

@@ -896,3 +896,61 @@ def test_empty_checkpoint_never_claims_a_file_by_inode_alone(tmp_path: Path, mak
     again = make(log, checkpoints=Checkpoints(state))
     assert again.poll() == []
     assert again.stats["files"] == 1 and again.stats["rotations"] == 0
+
+
+def _expand(items):
+    """Lines and Blocks -> (text, partial, truncated) per observation."""
+    from suture.sidecar.sources.base import Block
+
+    out = []
+    for item in items:
+        if isinstance(item, Block):
+            out.extend((t, False, False) for t in item.data.decode("utf-8").split("\n")[:-1])
+        else:
+            out.append((item.text, item.partial, item.truncated))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_block_fast_path_yields_exactly_what_the_line_path_yields(tmp_path, seed):
+    """Same file, written in random pieces: blocks=True and blocks=False observe the same, in the same order."""
+    import random
+
+    rnd = random.Random(seed)
+    pieces = []
+    for i in range(400):
+        kind = rnd.random()
+        if kind < 0.05:
+            pieces.append("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    f()\nValueError: bad\n")
+        elif kind < 0.08:
+            pieces.append(f"windows line {i}\r\n")
+        elif kind < 0.10:
+            pieces.append("L" * 300 + f" long {i}\n")
+        elif kind < 0.12:
+            pieces.append(f"bad \udcff utf8 {i}\n".encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        else:
+            pieces.append(f"2026-11-26T00:00:00Z INFO line {i} " + "x" * rnd.randint(0, 80) + "\n")
+    results = {}
+    for blocks in (False, True):
+        folder = tmp_path / f"b{blocks}"
+        folder.mkdir()
+        log = folder / "app.log"
+        log.write_bytes(b"")
+        src = FileSource("app", str(folder / "*.log"), checkpoints=Checkpoints(folder / "cp.json"), start_at_end=False,
+                         max_line_bytes=256, blocks=blocks, chunk_bytes=rnd.choice([64, 4096, 65536]),
+                         clock=lambda: 0.0)
+        seen = []
+        rnd2 = random.Random(seed)
+        with open(log, "ab") as fh:
+            for piece in pieces:
+                fh.write(piece.encode())
+                if rnd2.random() < 0.2:
+                    fh.flush()
+                    seen += _expand(src.poll())
+                    src.commit()
+        for _ in range(3):
+            seen += _expand(src.poll())
+            src.commit()
+        src.close()
+        results[blocks] = seen
+    assert results[True] == results[False]

@@ -20,6 +20,21 @@ class Line:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Block:
+    """Many ordinary lines at once (the tailer's fast path): complete, valid UTF-8, none special.
+
+    ``data`` holds ``lines`` newline-terminated lines, none longer than the line cap, with no
+    CR, BOM or traceback in them; the core scans it whole instead of building a Line per line.
+    """
+
+    source: str
+    data: bytes
+    lines: int
+    at: float
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     """One probe run."""
 

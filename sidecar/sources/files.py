@@ -81,12 +81,14 @@ from typing import Any
 
 from suture.engine.backup import atomic_write
 
-from .base import Line
+from .base import Block, Line
 
 log = logging.getLogger(__name__)
 
 FP_BYTES = 256
 BOM = b"\xef\xbb\xbf"
+TB_MARK = b"Traceback (most recent call last):"  # also in an exception group's header
+SLOW_LINES = 64  # lines the line-by-line path takes before the block fast path is tried again
 _GLOB_MAGIC = re.compile(r"[*?[]")
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO swapped in never blocks us
 
@@ -439,7 +441,7 @@ class FileSource:
                  start_at_end: bool | None = None, rotate_grace: float = 2.0,
                  max_poll_bytes: int = 4 << 20, max_poll_lines: int = 1 << 16, max_files: int = 1024,
                  multiline: str | None = "python", multiline_flush_after: float = 0.2,
-                 max_traceback_lines: int = 200) -> None:
+                 max_traceback_lines: int = 200, blocks: bool = False) -> None:
         if not os.path.isabs(pattern):
             raise ValueError(f"source {name}: file pattern must be absolute, got {pattern!r}")
         if min(max_line_bytes, chunk_bytes, max_poll_bytes, max_poll_lines, max_files, max_traceback_lines) < 1:
@@ -452,6 +454,8 @@ class FileSource:
         self._chunk, self._start_at_end, self._grace = chunk_bytes, start_at_end, rotate_grace
         self._max_poll_bytes, self._max_poll_lines, self._max_files = max_poll_bytes, max_poll_lines, max_files
         self._multiline, self._multiline_after, self._max_tb = multiline, multiline_flush_after, max_traceback_lines
+        self._blocks = blocks  # hand runs of ordinary lines over as one Block (see _fast)
+        self._fed_from = 0
         self.stats: dict[str, int] = dict.fromkeys(
             ("lines", "bytes", "truncated", "decode_errors", "rotations", "truncations", "partial_flushes",
              "files", "deleted", "errors", "skipped_files", "tracebacks", "tracebacks_truncated"), 0)
@@ -684,9 +688,64 @@ class FileSource:
         tf.buf.clear()
         tf.overflow = tf.cont = False
 
-    def _feed(self, tf: _TrackedFile, data: bytes, now: float, out: list[Line], stop: int) -> bool:
-        """Turn ``data`` (read at tf.pos) into lines; False when the per-poll line cap stopped it."""
+    def _fast(self, tf: _TrackedFile, data: bytes, now: float, out: list[Any], stop: int) -> int:
+        """The fast path: the complete lines at the head of ``data`` as one Block; bytes consumed (0: none).
+
+        Taken only when nothing is pending (no buffered or flushed partial line, no traceback held)
+        and the lines are ordinary: valid UTF-8, no CR, no BOM at a file start, none over the line
+        cap, no traceback header. Anything else goes through the line-by-line path, unchanged.
+        """
+        if (not self._blocks or tf.buf or tf.overflow or tf.cont
+                or (tf.joiner is not None and tf.joiner.mode is not None)):
+            return 0
+        end = data.rfind(b"\n") + 1
+        for special in (TB_MARK, b"\r"):  # stop at the line holding the first special thing
+            at = data.find(special, 0, end)
+            if at >= 0:
+                end = data.rfind(b"\n", 0, at) + 1
+        if end == 0:
+            return 0
+        region = data[:end]
+        count = region.count(b"\n")
+        if len(out) + count > stop or (tf.line_start == 0 and tf.pos == 0 and region.startswith(BOM)):
+            return 0
+        if len(region) > self._max_line and max(map(len, region.split(b"\n"))) > self._max_line:
+            return 0
+        try:
+            region.decode("utf-8")
+        except UnicodeDecodeError:
+            return 0
+        out.append(Block(source=self.name, data=region, lines=count, at=now, path=tf.path))
+        tf.pos += end
+        tf.line_start = tf.pos
+        self.stats["bytes"] += end
+        self.stats["lines"] += count
+        return end
+
+    def _feed(self, tf: _TrackedFile, data: bytes, now: float, out: list[Any], stop: int) -> bool:
+        """Turn ``data`` (read at tf.pos) into lines; False when the per-poll line cap stopped it.
+
+        With ``blocks``, runs of ordinary lines go out as Blocks and the line-by-line path takes
+        a few lines at a time around anything special (a traceback, a CR, a long line), then the
+        fast path is tried again.
+        """
+        while True:
+            taken = self._fast(tf, data, now, out, stop)
+            if taken:
+                data = data[taken:]
+                if not data:
+                    return True
+            outcome = self._lines(tf, data, now, out, stop, SLOW_LINES if self._blocks else None)
+            if outcome is not None:
+                return outcome
+            data = data[tf.pos - self._fed_from:]
+
+    def _lines(self, tf: _TrackedFile, data: bytes, now: float, out: list[Any], stop: int,
+               limit: int | None) -> bool | None:
+        """The line-by-line path; None when ``limit`` lines were taken and data is left for the fast path."""
         base, start = tf.pos, 0
+        self._fed_from = base
+        taken = 0
         while (nl := data.find(b"\n", start)) >= 0:
             raw = bytes(tf.buf) if tf.overflow else (bytes(tf.buf) + data[start:nl] if tf.buf else data[start:nl])
             truncated = tf.overflow
@@ -694,10 +753,15 @@ class FileSource:
             tf.overflow = False
             self._emit(tf, raw, base + nl + 1, now, out, partial=False, truncated=truncated)
             start = nl + 1
+            taken += 1
             if len(out) >= stop:
                 tf.pos = base + start  # the rest of data is read again next poll
                 self.stats["bytes"] += start
                 return False
+            if limit is not None and taken >= limit and start < len(data):
+                tf.pos = base + start
+                self.stats["bytes"] += start
+                return None
         tf.pos = base + len(data)
         self.stats["bytes"] += len(data)
         room = self._max_line - len(tf.buf)
