@@ -18,6 +18,8 @@ import hmac
 import json
 import logging
 import re
+import select
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,10 +51,32 @@ class ApiError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Raw:
-    """A response that is not JSON (e.g. the Prometheus text format)."""
+    """A response that is not JSON (e.g. the Prometheus text format, a page), with extra headers."""
 
     body: bytes
     content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A response written while it lasts (server-sent events): no length, the connection closes after.
+
+    ``produce(write, gone)``: ``write(chunk)`` returns False once the client has gone; ``gone()``
+    says so without writing (the client closed its end).
+    """
+
+    content_type: str
+    produce: Callable[[Callable[[bytes], bool], Callable[[], bool]], None]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a route that asks for it (``Route.wants_request``) gets of the HTTP request."""
+
+    method: str
+    headers: dict[str, str]  # lower-case names
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +90,13 @@ class Route:
     body: dict[str, Any] | None = None  # JSON schema of the request body
     response: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     content_type: str = "application/json"
+    wants_request: bool = False  # the handler gets ``request=Request(...)``
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+        parts = re.split(r"(\{\w+\})", self.path)  # literal parts escaped, {name} parts captured
+        return re.compile("^" + "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p)
+                                        for p in parts) + "$")
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -192,6 +219,8 @@ class Api:
             args = self._query(route, query)
             if route.body is not None:
                 args["body"] = self._body(route, body)
+            if route.wants_request:
+                args["request"] = Request(method=method, headers=headers)
             return HTTPStatus.OK, route.handler(**params, **args)
         if allowed:
             methods = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
@@ -420,9 +449,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Access-Control-Allow-Origin", origin)
             self.send_header("Vary", "Origin")
 
+    def _stream(self, stream: Stream) -> None:
+        self.send_response(HTTPStatus.OK)
+        for name, value in (("Content-Type", stream.content_type), ("Cache-Control", "no-store"),
+                            ("X-Content-Type-Options", "nosniff"), ("Connection", "close"), *stream.headers.items()):
+            self.send_header(name, value)
+        self._cors()
+        self.end_headers()
+        self.close_connection = True
+
+        def write(chunk: bytes) -> bool:
+            try:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                return True
+            except OSError:
+                return False
+
+        def gone() -> bool:
+            """The client closed the connection: its socket is readable with nothing to read."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+            except (OSError, ValueError):
+                return True
+
+        stream.produce(write, gone)
+
     def _respond(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+        if isinstance(payload, Stream):
+            self._stream(payload)
+            return
         if isinstance(payload, Raw):
             body, content_type = payload.body, payload.content_type
+            extra = {**payload.headers, **(extra or {})}
         else:
             body, content_type = json.dumps(_jsonable(payload), indent=2).encode(), "application/json"
         self.send_response(status)
@@ -460,6 +520,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
         except SutureError as exc:
             self._respond(HTTPStatus.CONFLICT, {"error": str(exc)})
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client went away during %s %s", method, self.path)
         except Exception:
             log.exception("API handler failed")
             self._respond(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (see the sidecar log)"})
@@ -499,8 +561,6 @@ class _Server(ThreadingHTTPServer):
 
 def serve(sidecar: Sidecar) -> _Server:
     """Start the API in a background thread; the caller shuts it down."""
-    import socket
-
     cfg = sidecar.config.api
     handler = type("Handler", (_Handler,), {"api": Api(sidecar)})
     server_cls = _Server

@@ -364,7 +364,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(workdir=Path(args.workdir) if args.workdir else None, keep=args.keep)
+    return run_demo(workdir=Path(args.workdir) if args.workdir else None, keep=args.keep,
+                    wait=False if args.exit else None)
 
 
 # --- wiring ----------------------------------------------------------------------------
@@ -444,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common], help="watch suture heal a demo app")
     p.add_argument("--workdir", help="where to set the demo up (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
+    p.add_argument("--exit", action="store_true",
+                   help="end after the healing instead of keeping the dashboard up (the default off a terminal)")
     p.set_defaults(func=cmd_demo)
     return parser
 

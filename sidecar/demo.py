@@ -3,12 +3,18 @@
 The demo copies examples/demo into a work folder, starts the app (which calls
 a rate-limited upstream too often and logs 429 errors), runs a real sidecar
 beside it, narrates each event, and prints the history table at the end.
+
+Its dashboard is served from the start (the URL is printed). After the
+healing, in a terminal, the demo keeps the app, suture and the dashboard up
+until Ctrl-C; it finishes by itself when stdin is not a terminal (CI, `make
+demo` piped), when ``SUTURE_DEMO_EXIT=1``, or when asked with ``wait=False``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -17,10 +23,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from suture.engine.config import load_config
-from suture.engine.store import Store
+from suture.engine.store import QueryResult
 
 from .cli import print_table
 from .runtime import Event, Sidecar
@@ -83,7 +90,43 @@ def _count(path: Path, needle: str) -> int:
         return 0
 
 
-def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
+def should_wait(wait: bool | None = None) -> bool:
+    """Keep the dashboard up after the healing? Only for a person at a terminal, unless told."""
+    if wait is not None:
+        return wait
+    return sys.stdin is not None and sys.stdin.isatty() and os.environ.get("SUTURE_DEMO_EXIT", "") not in ("1", "true")
+
+
+def _wait_for_ctrl_c(stop: threading.Event) -> None:
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        print()
+
+
+def _with_token(environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The environment for the demo's sidecar: $SUTURE_TOKEN, or a fresh one the dashboard's controls can use."""
+    env = dict(environ)
+    if env.get("SUTURE_TOKEN"):
+        return env, "$SUTURE_TOKEN"
+    env["SUTURE_TOKEN"] = secrets.token_urlsafe(12)
+    return env, env["SUTURE_TOKEN"]
+
+
+def _history(sidecar: Sidecar) -> QueryResult:
+    assert sidecar.store is not None
+    return sidecar.store.query(
+        """SELECT playbook_id, status, round(base_confidence, 1) AS base,
+                  round(adjusted_confidence, 1) AS adjusted, threshold, backup_id,
+                  errors_before, errors_after,
+                  round(epoch(finished_at) - epoch(started_at), 1) AS seconds
+           FROM fixes ORDER BY started_at"""
+    )
+
+
+def run_demo(workdir: Path | None = None, keep: bool = False, wait: bool | None = None) -> int:
+    """Run the demo; ``wait``: keep the dashboard up until Ctrl-C (None: see :func:`should_wait`)."""
     src = demo_source()
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="suture-demo-"))
     if root.exists() and any(root.iterdir()) and workdir:
@@ -126,13 +169,16 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
         if not _wait_http(f"http://127.0.0.1:{app_port}/health", 10):
             say("ERROR", "the demo app did not start")
             return 1
-        config = load_config(root / "suture.yaml")
+        env, token_note = _with_token(os.environ)
+        config = load_config(root / "suture.yaml", env=env)
         sidecar = Sidecar(config, listeners=[narrate])
         from .api import serve
 
         server = serve(sidecar)
         runner = threading.Thread(target=sidecar.run, name="suture-demo-sidecar", daemon=True)
-        say("SUTURE", f"watching {log_path.relative_to(root)} and probe api; API on http://127.0.0.1:{api_port}")
+        say("SUTURE", f"watching {log_path.relative_to(root)} and probe api")
+        say("DASHBOARD", f"open http://127.0.0.1:{api_port}/ (the API is there too)")
+        say("", f"token for its controls: {token_note}")
         runner.start()
         if not done.wait(TIMEOUT):
             say("TIMEOUT", f"no outcome within {TIMEOUT:g}s")
@@ -143,29 +189,24 @@ def run_demo(workdir: Path | None = None, keep: bool = False) -> int:
         threading.Event().wait(3.0)
         later = _count(log_path, "429") - errors_seen
         say("APP", f"new 429 errors in the last 3s: {later}")
-        sidecar.stop.set()
-        runner.join(timeout=5)
-        server.shutdown()
-        server.server_close()
         print()
         print("$ suture history --config suture.yaml")
-        store = Store.open(config.db_path, read_only=True)
-        try:
-            result = store.query(
-                """SELECT playbook_id, status, round(base_confidence, 1) AS base,
-                          round(adjusted_confidence, 1) AS adjusted, threshold, backup_id,
-                          errors_before, errors_after,
-                          round(epoch(finished_at) - epoch(started_at), 1) AS seconds
-                   FROM fixes ORDER BY started_at"""
-            )
-            print_table(result.columns, result.rows)
-        finally:
-            store.close()
+        result = sidecar.call(lambda: _history(sidecar))  # the running sidecar holds the file: ask it
+        print_table(result.columns, result.rows)
         print()
         ok = final.kind == "succeeded" and later == 0
         print("The demo app is healed." if ok else f"The demo ended with: {final.kind}")
         if keep or workdir:
             print(f"Try: suture history --config {root / 'suture.yaml'} --sql 'SELECT * FROM fix_steps'")
+        if should_wait(wait):
+            print(f"\nThe dashboard stays up at http://127.0.0.1:{api_port}/ with the app and suture running;"
+                  " press Ctrl-C to stop.\n(Without a terminal, or with SUTURE_DEMO_EXIT=1, the demo ends by itself.)",
+                  flush=True)
+            _wait_for_ctrl_c(sidecar.stop)
+        sidecar.stop.set()
+        runner.join(timeout=5)
+        server.shutdown()
+        server.server_close()
         return 0 if ok else 1
     finally:
         if sidecar is not None:
