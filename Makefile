@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench check lint clean
+.PHONY: demo test test-container bench check lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/suture demo
 
-## test: the whole suite (unit, integration, end to end)
+## test: the whole suite (unit, integration, end to end), but not the container build
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not container"
+
+## test-container: build the sidecar image with Podman and prove that, in a container, it heals
+## another container (tests/test_container_image.py; root; caches in ~/.cache/suture-ci)
+test-container: $(STAMP)
+	$(BIN)/python -m pytest -q -m container --durations=0 tests/test_container_image.py
 
 ## bench: benchmarks; each prints a table with the command that produced it
 bench: $(STAMP)
