@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from suture.engine.errors import SutureError
@@ -563,11 +563,12 @@ def serve(sidecar: Sidecar) -> _Server:
     """Start the API in a background thread; the caller shuts it down."""
     cfg = sidecar.config.api
     handler = type("Handler", (_Handler,), {"api": Api(sidecar)})
-    server_cls = _Server
+    server_cls: type[_Server] = _Server
     if ":" in cfg.host:
-        server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        server_cls = cast("type[_Server]", type("_Server6", (_Server,), {"address_family": socket.AF_INET6}))
     server = server_cls((cfg.host, cfg.port), handler)
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     sidecar.api_url = f"http://{host}:{port}" if ":" not in str(host) else f"http://[{host}]:{port}"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="suture-api", daemon=True).start()
     log.info("api          listening on %s", sidecar.api_url)

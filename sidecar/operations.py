@@ -17,7 +17,7 @@ from suture.engine.backup import BACKUP_ID
 from suture.engine.decide import decide
 from suture.engine.errors import BackupError, Conflict, SutureError
 from suture.engine.executor import Outcome
-from suture.engine.store import ts
+from suture.engine.store import Store, ts
 
 if TYPE_CHECKING:
     from .runtime import Sidecar
@@ -32,7 +32,7 @@ class OperationError(SutureError):
         self.status = status
 
 
-def _store(sc: Sidecar) -> Any:
+def _store(sc: Sidecar) -> Store:
     if sc.store is None or sc.executor is None:
         raise OperationError(HTTPStatus.SERVICE_UNAVAILABLE, "the sidecar is not running")
     return sc.store
@@ -95,7 +95,7 @@ def approve(sc: Sidecar, fix_id: str, by: str) -> dict[str, Any]:
         raise OperationError(HTTPStatus.CONFLICT, f"{pb.id} is suspended ({gate.suspended_reason}); resume it first")
     if gate.in_flight or sc.busy_with(pb) is not None:
         raise OperationError(HTTPStatus.CONFLICT, "a fix touching the same files is in progress; try again after it")
-    labels = next((s.get("labels", {}) for s in (json.loads(x["detail"] or "{}") for x in store.steps(fix_id))
+    labels: dict[str, str] = next((s.get("labels", {}) for s in (json.loads(x["detail"] or "{}") for x in store.steps(fix_id))
                    if "labels" in s), {})
     decision = decide(pb, key=row["group_key"], labels=labels, outcomes=store.outcomes(pb.id), gate=gate,
                       threshold=sc.config.threshold, learning=sc.config.learning,

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from suture.engine.config import Config, load_config
 from suture.engine.loader import parse_playbook
 from suture.engine.playbook import Playbook
@@ -137,7 +136,7 @@ class Running:
         self.sidecar = Sidecar(config, listeners=[self._record])
         self.thread = threading.Thread(target=self.sidecar.run, daemon=True)
 
-    def _record(self, event) -> None:  # noqa: ANN001
+    def _record(self, event) -> None:
         with self._cond:
             self.events.append(event)
             self._cond.notify_all()
@@ -147,7 +146,7 @@ class Running:
         assert self.sidecar.ready.wait(10), "sidecar did not start"
         return self
 
-    def wait_for(self, predicate, timeout: float = 10.0, after: int = 0):  # noqa: ANN001
+    def wait_for(self, predicate, timeout: float = 10.0, after: int = 0):
         """The first event from index ``after`` on that satisfies ``predicate``."""
         import time
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from suture.engine.config import load_config  # noqa: E402
-from suture.sidecar.runtime import Event, Sidecar  # noqa: E402
+from suture.engine.config import load_config
+from suture.sidecar.runtime import Event, Sidecar
 
 POINTS = (
     "after_intent",  # the plan (targets, pre/post hashes) is journaled; nothing written

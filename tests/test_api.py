@@ -7,7 +7,6 @@ import time
 import urllib.request
 
 import pytest
-
 from suture.sidecar.api import serve
 
 from .conftest import dedent, write_config

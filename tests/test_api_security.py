@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from suture.engine.config import load_config
 from suture.sidecar.api import serve
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from suture.engine.backup import BackupStore
 from suture.sidecar.demo import demo_source, free_port
 

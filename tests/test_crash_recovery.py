@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from suture.engine.store import Store
 
-from .crash_driver import POINTS
 from .conftest import SETTINGS, dedent
+from .crash_driver import POINTS
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +69,9 @@ def one_run(root: Path, point: str, seed: int) -> Run:
     (root / "playbooks").mkdir()
     (root / "playbooks" / "crashy.yaml").write_text(dedent(PLAYBOOK))
     config = root / "suture.yaml"
-    config.write_text(f"target_root: ./target\nallowed_paths: [config/]\nplaybooks: ./playbooks\n"
-                      f"state_dir: ./state\nsources: {{app: {{file: ./target/logs/app.log}}}}\n"
-                      f"api: {{enabled: false}}\n")
+    config.write_text("target_root: ./target\nallowed_paths: [config/]\nplaybooks: ./playbooks\n"
+                      "state_dir: ./state\nsources: {app: {file: ./target/logs/app.log}}\n"
+                      "api: {enabled: false}\n")
     log = root / "target" / "logs" / "app.log"
     log.write_text("")
     args = [sys.executable, str(DRIVER), str(config), "--kill-at", point, "--delay", f"{rnd.uniform(0.0, 1.8):.2f}"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from suture.engine.decide import Gate, Outcomes, adjusted_confidence, decide
 from suture.engine.playbook import Learning
 
@@ -53,7 +52,10 @@ def test_linear_rule_of_the_replaced_system(base, successes, failures, expected)
     assert adjusted_confidence(base, Outcomes(successes=successes, failures=failures), LINEAR) == pytest.approx(expected)
 
 
-def _decide(pb, *, gate=Gate(), outcomes=Outcomes(), threshold=85, now=1000.0, fixes_per_hour=20):
+OPEN, NONE = Gate(), Outcomes()
+
+
+def _decide(pb, *, gate=OPEN, outcomes=NONE, threshold=85, now=1000.0, fixes_per_hour=20):
     return decide(pb, key="", labels={}, outcomes=outcomes, gate=gate, threshold=threshold,
                   learning=BETA, fixes_per_hour=fixes_per_hour, now=now)
 

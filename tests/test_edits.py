@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from suture.engine.edits import (
     adjust_value,
     edit_value,

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from suture.engine.backup import BackupStore
 from suture.engine.decide import Decision, decide
 from suture.engine.executor import Executor, FixRun, Outcome
@@ -67,7 +66,7 @@ def _run_window(run: FixRun, executor: Executor, clock, lines) -> Outcome:
 
 def test_a_fix_that_works_is_committed(parts, target, clock):
     """Clean window: the file keeps the new value, the outcome is succeeded, steps are journaled."""
-    config, store, _ = parts
+    _config, store, _ = parts
     pb = playbook(RATE_LIMIT)
     ex = _executor(parts)
     run = ex.start(pb, _decision(pb, store, clock), now=clock(), errors_before=7)
@@ -86,7 +85,7 @@ def test_a_fix_that_works_is_committed(parts, target, clock):
 
 def test_a_breach_after_settle_rolls_back_byte_identical(parts, target, clock):
     """One error after settle: rolled back at once; the file's sha256 equals the original."""
-    config, store, _ = parts
+    _config, store, _ = parts
     before = sha(target / "config/settings.yaml")
     pb = playbook(RATE_LIMIT)
     ex = _executor(parts)
@@ -390,9 +389,8 @@ def test_a_full_disk_under_the_backups_means_no_fix(parts, target, clock, tmp_pa
         pytest.skip("needs root to mount a small tmpfs")
     try:
         (full / "filler").write_bytes(b"\0" * 60 * 1024)
-        with contextlib.suppress(OSError):
-            with open(full / "filler2", "wb") as fh:
-                fh.write(b"\0" * 64 * 1024)
+        with contextlib.suppress(OSError), open(full / "filler2", "wb") as fh:
+            fh.write(b"\0" * 64 * 1024)
         before = sha(target / "config/settings.yaml")
         ex = Executor(config=config, store=store, backups=BackupStore(full / "backups"))
         pb = playbook(RATE_LIMIT)

@@ -24,7 +24,7 @@ max_attempts: {attempts}
 """
 
 
-def pb(id="a", pattern="ALPHA", key="upstream.timeout_s", window="1500ms", cooldown="1h", attempts=3):  # noqa: A002
+def pb(id="a", pattern="ALPHA", key="upstream.timeout_s", window="1500ms", cooldown="1h", attempts=3):
     return dedent(PB.format(id=id, pattern=pattern, key=key, window=window, cooldown=cooldown, attempts=attempts))
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from suture.engine.config import load_config
 from suture.engine.store import MIGRATIONS, Store
 

@@ -41,7 +41,7 @@ def world(tmp_path, target, running):
 @pytest.mark.parametrize("payload", HOSTILE)
 def test_hostile_text_from_a_log_line_never_reaches_argv_env_path_or_shell(world, payload):
     """The exec runs exactly the playbook's argv with a minimal environment, whatever the line held."""
-    config, r, log, dump, tmp = world
+    _config, r, log, dump, tmp = world
     with open(log, "ab") as fh:
         fh.write(f"ERROR user={payload}\n".encode())
     event = r.wait_for(lambda e: e.kind in ("succeeded", "inconclusive", "failed", "rolled_back"), timeout=15)

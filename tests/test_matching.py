@@ -7,7 +7,6 @@ import re
 import time
 
 import pytest
-
 from suture.engine.playbook import LogCondition, Where
 from suture.sidecar.matching import FOLD_PARTNERS, PatternSet
 

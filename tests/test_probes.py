@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 import pytest
 import redis
-
 from suture.engine.config import ProbeConfig
 from suture.sidecar.sources.base import ProbeResult
 from suture.sidecar.sources.probes import PostgresProbe, RedisProbe, build_probe, probe_registry

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from suture.engine.catalog import Catalog
 from suture.engine.store import Store
 
@@ -27,7 +26,7 @@ cooldown: 1h
 """
 
 
-def pb_text(id="timeouts", pattern="TIMEOUT", n=3, confidence=90, window="30s"):  # noqa: A002
+def pb_text(id="timeouts", pattern="TIMEOUT", n=3, confidence=90, window="30s"):
     return dedent(PB.format(id=id, pattern=pattern, n=n, confidence=confidence, window=window))
 
 

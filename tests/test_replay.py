@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from suture.engine.config import Config, load_config
 from suture.engine.playbook import Playbook
 from suture.sidecar.replay import (

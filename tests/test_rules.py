@@ -8,7 +8,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from suture.engine.playbook import leaves
 from suture.engine.rules import Fact, Rules, compile_rules, to_dnf
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from suture.engine.config import load_config
 from suture.engine.store import Store
 from suture.sidecar.demo import demo_source, free_port

@@ -18,7 +18,7 @@ TEMPLATE = """
 """
 
 
-def pb(id="p", bound="at_least: 3", group=""):  # noqa: A002
+def pb(id="p", bound="at_least: 3", group=""):
     return playbook(TEMPLATE.format(id=id, bound=bound, group=group))
 
 

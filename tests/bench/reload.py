@@ -22,7 +22,6 @@ from pathlib import Path
 
 import psutil
 import watchfiles
-
 from suture.engine.config import load_config
 from suture.sidecar.runtime import Event, Sidecar
 

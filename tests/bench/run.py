@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench import detection, footprint, ingest, reload, replay  # noqa: E402
+from tests.bench import detection, footprint, ingest, reload, replay
 
 BENCHES = {"detection": detection.main, "ingest": ingest.main, "reload": reload.main, "replay": replay.main,
            "footprint": footprint.main}
