@@ -277,15 +277,20 @@ class Dashboard:
     def _sources(self, now: float, logs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         sc = self.sidecar
         tails = dict(sc._sources)
+        followers = dict(sc._container_logs)
         out = []
         for name, cfg in sorted(sc.config.sources.items()):
-            tail = tails.get(name)
-            stats = dict(tail.stats) if tail is not None else {}
+            tail, follower = tails.get(name), followers.get(name)
+            stats = dict(tail.stats) if tail is not None else follower.counters() if follower is not None else {}
             conditions = logs.get(name, [])
-            if tail is None:
-                level, detail = ("unknown", "not followed yet") if cfg.file else ("unknown", f"container {cfg.container}")
+            if tail is None and follower is None:
+                level, detail = "unknown", "not followed yet"
             elif any(c["holding"] for c in conditions):
                 level, detail = "critical", "a diagnosis holds"
+            elif follower is not None and follower.state != "following":
+                level, detail = "warning", f"{follower.state}: {follower.stats.detail}"
+            elif follower is not None:
+                level, detail = "healthy", f"following container {cfg.container}"
             elif cfg.file and not stats.get("files"):
                 level, detail = "warning", f"no file matches {cfg.file}"
             elif stats.get("errors"):

@@ -17,28 +17,28 @@ cut short is never a pass) and closes the history.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import watchfiles
-
 from suture.engine.actions import EffectRunner
 from suture.engine.backup import BackupStore
+from suture.engine.catalog import Catalog, Change
 from suture.engine.config import Config
 from suture.engine.decide import Decision, Outcomes, decide
 from suture.engine.errors import ActionError, SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.fleet import FleetHistory, export_history
-from suture.engine.catalog import Catalog, Change
 from suture.engine.loader import PlaybookSet
 from suture.engine.playbook import ContainerCondition, Playbook, leaves
 from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
@@ -47,12 +47,13 @@ from suture.engine.validation import Verdict
 
 from .effects import Effects
 from .signals import MatcherCache, SignalBoard, Transition
-from .telemetry import Telemetry
-from .sources.base import Line, MetricSample, ProbeResult
-from .sources.containers import ContainerState, ContainerWatcher
-from .sources.metrics import MetricsSampler
+from .sources.base import Block, Line, MetricSample, ProbeResult
+from .sources.container_logs import ContainerLogSource, LogPositions
+from .sources.containers import ContainerState, ContainerStats, ContainerWatcher, metric_containers
 from .sources.files import Checkpoints, FileSource
+from .sources.metrics import MetricsSampler
 from .sources.probes import Probe, build_probe, probe_registry
+from .telemetry import Telemetry
 
 log = logging.getLogger("suture")
 
@@ -147,6 +148,7 @@ class Sidecar:
         self.fleet: FleetHistory | None = None  # other sidecars' outcomes (learning.fleet), when configured
         self._fleet_read_at = 0.0
         self._sources: dict[str, FileSource] = {}
+        self._container_logs: dict[str, ContainerLogSource] = {}
 
     # -- events --
 
@@ -259,7 +261,10 @@ class Sidecar:
         if isinstance(item, _Batch):
             try:
                 for line in item.lines:
-                    self.observe_line(line)
+                    if isinstance(line, Block):
+                        self.observe_block(line)
+                    else:
+                        self.observe_line(line)
             finally:
                 item.done.set()
         elif isinstance(item, ProbeResult):
@@ -279,6 +284,21 @@ class Sidecar:
         try:
             for t in transitions:
                 self._apply_transition(t)
+        finally:
+            self._trigger_at = None
+
+    def observe_block(self, block: Block) -> None:
+        """Many ordinary lines at once: scanned whole; only the lines that match cost Python work."""
+        results = self.board.block(block.source, block.data, block.at)
+        for run in self.runs:
+            run.judge.observed(block.source, block.lines, block.at)
+        self._trigger_at = block.at
+        try:
+            for _text, transitions, matched in results:
+                for run in self.runs:
+                    run.judge.matched(block.source, matched, block.at)
+                for t in transitions:
+                    self._apply_transition(t)
         finally:
             self._trigger_at = None
 
@@ -454,13 +474,16 @@ class Sidecar:
         for name, src in self.config.sources.items():
             if src.file:
                 self._sources[name] = FileSource(
-                    name, src.file, checkpoints=checkpoints, max_line_bytes=self.config.max_line_bytes
+                    name, src.file, checkpoints=checkpoints, max_line_bytes=self.config.max_line_bytes, blocks=True
                 )
         # One poll round here, on the core, before `ready`: it fixes where each file starts
         # (its end on a first start) so nothing appended after start-up is taken for history.
         for source in self._sources.values():
             for line in source.poll():
-                self.observe_line(line)
+                if isinstance(line, Block):
+                    self.observe_block(line)
+                else:
+                    self.observe_line(line)
             source.commit()
         checkpoints.save()
         if self._sources:
@@ -468,6 +491,14 @@ class Sidecar:
         self._spawn("reload", self._reload_loop)
         self._spawn("metrics", self._metrics_loop)
         self._spawn("containers", self._container_loop)
+        self._spawn("container-metrics", self._container_metrics_loop)
+        positions = LogPositions(self.config.state_dir / "container-logs.json")
+        for name, src in self.config.sources.items():
+            if src.container:
+                follower = ContainerLogSource(name, src.container, self._docker_client, positions=positions,
+                                              clock=self.clock, max_line_bytes=self.config.max_line_bytes)
+                self._container_logs[name] = follower
+                self._spawn(f"container-logs-{name}", self._container_log_loop, follower)
         probes = probe_registry(self.env)
         for cfg in self.config.probes.values():
             try:
@@ -629,6 +660,29 @@ class Sidecar:
             if self.stop.wait(self.config.metrics_interval):
                 return
 
+    def _container_log_loop(self, source: ContainerLogSource) -> None:
+        """Follow one container's logs; each batch goes to the core like a file's, then its position is kept."""
+        batches = source.batches(self.stop)
+        try:
+            for lines in batches:
+                batch = _Batch(source.name, lines)
+                if not self._put(batch) or not self._wait(batch.done):
+                    return  # stopping: the position is not moved, so the batch is read again next start
+                source.commit()
+        finally:
+            batches.close()
+
+    def _container_metrics_loop(self) -> None:
+        """CPU and memory of the containers metric conditions name (the set follows reloads)."""
+        stats = ContainerStats(self._docker_client)
+        while not self.stop.is_set():
+            names = metric_containers(self.playbooks.values())
+            samples = stats.sample(names, self.clock()) if names else []
+            if samples:
+                self._put(samples)
+            if self._nap(self.config.metrics_interval):
+                return
+
     def _docker_client(self) -> Any:
         runner = self.effects
         if isinstance(runner, Effects):
@@ -700,7 +754,5 @@ def _trim_heap() -> None:
     """Give memory freed by Python back to the OS (glibc keeps it otherwise; a steady few MB of RSS)."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc

@@ -51,16 +51,25 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         sc = self.sidecar
-        sources = dict(sc._sources)
+        sources = {name: dict(tail.stats) for name, tail in dict(sc._sources).items()}
+        containers = {name: follower.counters() for name, follower in dict(sc._container_logs).items()}
+        sources.update(containers)
         for key, name, doc in SOURCE_COUNTERS:
             family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=["source"])
-            for source, tail in sorted(sources.items()):
-                family.add_metric([source], tail.stats.get(key, 0))
+            for source, stats in sorted(sources.items()):
+                family.add_metric([source], stats.get(key, 0))
             yield family
-        files = GaugeMetricFamily("suture_source_files", "Files being followed, per source.", labels=["source"])
-        for source, tail in sorted(sources.items()):
-            files.add_metric([source], tail.stats.get("files", 0))
+        files = GaugeMetricFamily("suture_source_files", "Files (or container log streams) being followed, per source.",
+                                  labels=["source"])
+        for source, stats in sorted(sources.items()):
+            files.add_metric([source], stats.get("files", 0))
         yield files
+        for key, doc in (("attaches", "Container log streams opened (first attach and every re-attach)."),
+                         ("duplicates", "Container log lines skipped at a re-attach because they were read before.")):
+            family = CounterMetricFamily(f"suture_container_log_{key}", doc, labels=["source"])
+            for source, stats in sorted(containers.items()):
+                family.add_metric([source], stats[key])
+            yield family
 
         board = sc.board
         matches = CounterMetricFamily("suture_condition_matches", "Lines matched, per playbook log condition.",

@@ -1,4 +1,4 @@
-"""ContainerWatcher: container state and restarts from a real Docker Engine API (Podman's here)."""
+"""ContainerWatcher and ContainerStats: state, restarts, CPU and memory from a real Docker Engine API (Podman's)."""
 
 # The container fixtures are imported below until tests/conftest.py imports them; arguments naming
 # them shadow the imports, which is how pytest fixtures work.
@@ -16,11 +16,15 @@ import pytest
 import requests.exceptions
 from suture.sidecar.sources.containers import (
     ContainerState,
+    ContainerStats,
     ContainerWatcher,
+    container_metric,
     describe_engine_error,
+    metric_containers,
     parse_time,
 )
 
+from .conftest import dedent, playbook, write_config
 from .containers import Engine, MakeContainer, run_healthcheck
 
 SECOND = 1_000_000_000  # the Engine API counts healthcheck durations in nanoseconds
@@ -217,3 +221,94 @@ def test_each_known_engine_error_is_described(error: Exception, described: str) 
 def test_engine_timestamps_are_parsed(text: str | None, expected: float | None) -> None:
     """RFC 3339 with nanoseconds and zones; the zero time and garbage are None."""
     assert parse_time(text) == (pytest.approx(expected, abs=1e-3) if expected is not None else None)
+
+
+# --- CPU and memory for metric conditions --------------------------------------------------
+
+BUSY = ["sh", "-c", "trap 'exit 0' TERM; while :; do :; done"]
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("container.app.cpu_percent", ("app", "cpu_percent")),
+        ("container.api.v2.memory_percent", ("api.v2", "memory_percent")),  # the metric is after the last dot
+        ("container.app.memory_bytes", ("app", "memory_bytes")),
+        ("container.app.rss_bytes", None),
+        ("container.cpu_percent", None),
+        ("container.-x.cpu_percent", None),  # not a container name
+        ("process.app.cpu_percent", None),
+        ("cpu_percent", None),
+    ],
+)
+def test_container_metric_names_are_parsed(name: str, parsed: tuple[str, str] | None) -> None:
+    """container.<name>.<metric>: the name is everything up to the last dot, and may hold dots."""
+    assert container_metric(name) == parsed
+
+
+def test_metric_containers_come_from_diagnoses_and_expectations() -> None:
+    """Containers named by metric conditions in ``when`` and in ``validate.expect``; nothing else."""
+    pb = playbook("""
+        id: busy
+        when:
+          all:
+            - metric: {name: container.api.v2.cpu_percent, above: 90}
+            - container: {name: db, state: running}
+        confidence: 50
+        fix: [{restart: {container: api.v2}}]
+        validate: {window: 10s, expect: [{metric: {name: container.worker.memory_percent, below: 80}}]}
+        """)
+    assert metric_containers([pb]) == {"api.v2", "worker"}
+
+
+def test_cpu_needs_two_samples_and_memory_one(docker_api: docker.DockerClient, make_container: MakeContainer) -> None:
+    """First sample: memory only (the engine's previous CPU sample is not trusted); second: CPU too."""
+    container = make_container(BUSY, mem_limit="64m")
+    stats = ContainerStats(docker_api)
+    first = {s.name: s.value for s in stats.sample([container.name], time.time())}
+    time.sleep(0.3)
+    second = {s.name: s.value for s in stats.sample([container.name], time.time())}
+    prefix = f"container.{container.name}."
+    assert sorted(first) == [prefix + "memory_bytes", prefix + "memory_percent"]
+    assert 0 < first[prefix + "memory_bytes"] < 64 * 2**20
+    assert first[prefix + "memory_percent"] == pytest.approx(100 * first[prefix + "memory_bytes"] / 2**26, abs=0.01)
+    assert second[prefix + "cpu_percent"] > 1  # a busy loop (on a loaded machine, less than one CPU)
+
+
+def test_a_stopped_or_missing_container_gives_no_metrics(
+    docker_api: docker.DockerClient, make_container: MakeContainer
+) -> None:
+    """No samples and a reason for each, never an exception."""
+    container = make_container()
+    container.stop(timeout=1)
+    stats = ContainerStats(docker_api)
+    assert stats.sample([container.name, "suture-test-absent"], time.time()) == []
+    assert stats.errors == {container.name: "not running", "suture-test-absent": "no such container"}
+
+
+@pytest.mark.slow
+def test_a_container_metric_condition_fires_in_the_sidecar(
+    tmp_path, target, running, make_container: MakeContainer, docker_url: str
+) -> None:
+    """End to end: the sidecar samples the container a metric condition names, and the condition fires."""
+    container = make_container(BUSY)
+    config = write_config(
+        tmp_path,
+        target,
+        extra=f"""
+        metrics: {{interval: 200ms}}
+        docker: {{url: "{docker_url}"}}
+        """,
+    )
+    (config.playbooks / "busy.yaml").write_text(
+        dedent(f"""
+        id: busy-worker
+        when: {{metric: {{name: container.{container.name}.cpu_percent, above: 5}}}}
+        confidence: 50
+        mode: shadow
+        fix: [{{exec: {{argv: ["true"]}}}}]
+        validate: {{window: 10s, expect: [{{metric: {{name: container.{container.name}.memory_bytes, above: 0}}}}]}}
+        """)
+    )
+    r = running(config)
+    r.wait_for(lambda e: e.kind == "detected" and "busy-worker" in e.message, timeout=20)

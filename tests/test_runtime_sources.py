@@ -75,14 +75,14 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     received: list[dict] = []
     arrived = threading.Event()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append(json.loads(body))
         type(self).arrived.set()
         self.send_response(204)
         self.end_headers()
 
-    def log_message(self, *args) -> None:  # noqa: ANN002
+    def log_message(self, *args) -> None:
         pass
 
 

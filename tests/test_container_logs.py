@@ -1,0 +1,394 @@
+"""ContainerLogSource: a container's log lines, once each, across restarts, re-creation and sidecar restarts."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from suture.engine.config import load_config
+from suture.sidecar.sources.base import Line
+from suture.sidecar.sources.container_logs import (
+    NS,
+    ContainerLogSource,
+    LogPositions,
+    Position,
+    _Parser,
+    _Resume,
+    engine_time,
+)
+from suture.sidecar.sources.containers import connect
+
+from .conftest import dedent, write_config
+from .containers import MakeContainer
+
+# Numbered lines on stdout and stderr, 40 a second (so many share Podman's one-second timestamps); the
+# counter lives in the container's filesystem, so numbers go on across a restart and never repeat. A stop
+# (SIGTERM) ends the loop only between iterations, so no number is half written.
+COUNTER = (
+    "trap 'stop=1' TERM; n=$(cat /tmp/n 2>/dev/null || echo 0); "
+    'while [ -z "$stop" ]; do n=$((n+1)); echo "{tag} $n"; echo "err $n" >&2; echo $n > /tmp/n; '
+    "sleep 0.05 & wait $!; done"
+)
+FAST = (0.1, 0.5)  # retry waits for tests
+
+
+def counter(tag: str = "out") -> list[str]:
+    return ["sh", "-c", COUNTER.format(tag=tag)]
+
+
+class Follow:
+    """A follower on a thread that commits each batch at once, as the runtime does once the core took it."""
+
+    def __init__(self, source: ContainerLogSource) -> None:
+        self.source = source
+        self.lines: list[Line] = []
+        self.stop = threading.Event()
+        self._cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for batch in self.source.batches(self.stop):
+            with self._cond:
+                self.lines.extend(batch)
+                self._cond.notify_all()
+            self.source.commit()
+
+    def wait_for(self, predicate: Callable[[list[Line]], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.lines):
+                left = deadline - time.monotonic()
+                assert left > 0, f"gave up waiting; state {self.source.stats}, last lines {self.texts()[-5:]}"
+                self._cond.wait(min(left, 0.2))
+
+    def texts(self) -> list[str]:
+        return [line.text for line in self.lines]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def follow(docker_api: docker.DockerClient, tmp_path: Path) -> Iterator[Callable[..., Follow]]:
+    """``follow(container_name, source="worker")``: a follower on a thread; positions in tmp_path."""
+    started: list[Follow] = []
+
+    def start(container: str, source: str = "worker", **kwargs: object) -> Follow:
+        positions = LogPositions(tmp_path / "container-logs.json")
+        options: dict = {"retry": FAST, **kwargs}
+        f = Follow(ContainerLogSource(source, container, docker_api, positions=positions, **options))
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.close()
+
+
+def wait_state(f: Follow, state: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while f.source.state != state and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert f.source.state == state, f.source.stats
+
+
+def numbers(texts: list[str], tag: str) -> list[int]:
+    return [int(t.split()[1]) for t in texts if t.startswith(tag + " ")]
+
+
+def highest(tag: str) -> Callable[[list[Line]], int]:
+    return lambda lines: max(numbers([ln.text for ln in lines], tag), default=0)
+
+
+def assert_once_each(found: list[int]) -> None:
+    """Every number from the first seen to the last, in order, exactly once."""
+    assert found, "no lines"
+    assert found == list(range(found[0], found[-1] + 1))
+
+
+# --- the engine: real Podman -------------------------------------------------------------------------------
+
+
+def test_stdout_and_stderr_lines_arrive(make_container: MakeContainer, follow: Callable[..., Follow]) -> None:
+    """Both streams of a running container arrive as Lines of the source, the timestamp stripped."""
+    container = make_container(counter())
+    f = follow(container.name)
+    f.wait_for(lambda lines: highest("out")(lines) >= 3 and highest("err")(lines) >= 3)
+    line = f.lines[0]
+    assert (line.source, line.path, line.partial, line.truncated) == (
+        "worker",
+        f"container:{container.name}",
+        False,
+        False,
+    )
+    assert all(t.split()[0] in ("out", "err") and len(t.split()) == 2 for t in f.texts())
+
+
+def test_a_new_source_starts_at_the_end_of_a_running_container(
+    make_container: MakeContainer, follow: Callable[..., Follow]
+) -> None:
+    """What a container wrote before the source first saw it is history, not news."""
+    container = make_container(["sh", "-c", "echo early; sleep 1; " + COUNTER.format(tag="out")])
+    time.sleep(0.5)
+    f = follow(container.name)
+    f.wait_for(lambda lines: highest("out")(lines) >= 3)
+    assert "early" not in f.texts()
+
+
+def test_a_restart_is_followed_without_duplicates(make_container: MakeContainer, follow: Callable[..., Follow]) -> None:
+    """After container.restart() the follower re-attaches; every line of both runs arrives exactly once."""
+    container = make_container(counter())
+    f = follow(container.name)
+    f.wait_for(lambda lines: highest("out")(lines) >= 5)
+    container.restart(timeout=2)
+    after = highest("out")(f.lines)
+    f.wait_for(lambda lines: highest("out")(lines) >= after + 30)
+    assert f.source.stats.attaches >= 2
+    assert f.source.stats.duplicates > 0  # the re-attach re-read lines, and skipped them
+    assert_once_each(numbers(f.texts(), "out"))
+    assert_once_each(numbers(f.texts(), "err"))
+
+
+def test_a_recreated_container_is_followed(make_container: MakeContainer, follow: Callable[..., Follow]) -> None:
+    """Removed and created again under the same name: the new container's lines arrive, from its first."""
+    name = f"suture-test-{secrets.token_hex(4)}"
+    old = make_container(counter("old"), name=name)
+    f = follow(name)
+    f.wait_for(lambda lines: highest("old")(lines) >= 3)
+    old.remove(force=True)
+    new = make_container(counter("new"), name=name)
+    f.wait_for(lambda lines: highest("new")(lines) >= 5)
+    assert f.source.stats.container_id == new.id
+    assert numbers(f.texts(), "new")[:5] == [1, 2, 3, 4, 5]
+    assert_once_each(numbers(f.texts(), "old"))
+
+
+def test_a_sidecar_restart_neither_repeats_nor_skips(
+    make_container: MakeContainer, follow: Callable[..., Follow]
+) -> None:
+    """A new follower from the persisted position starts exactly after the last line the old one delivered."""
+    container = make_container(counter())
+    first = follow(container.name)
+    first.wait_for(lambda lines: highest("out")(lines) >= 10)
+    first.close()
+    time.sleep(1.2)  # lines written while no sidecar runs
+    second = follow(container.name)
+    last = highest("out")(first.lines)
+    second.wait_for(lambda lines: highest("out")(lines) >= last + 60)
+    assert numbers(second.texts(), "out")[0] == last + 1
+    assert_once_each(numbers(first.texts() + second.texts(), "out"))
+    assert_once_each(numbers(first.texts() + second.texts(), "err"))
+
+
+def test_a_missing_container_is_waited_for_and_read_from_its_start(
+    make_container: MakeContainer, follow: Callable[..., Follow]
+) -> None:
+    """No such container: state missing, no exception; when it appears, its lines arrive from the first."""
+    name = f"suture-test-{secrets.token_hex(4)}"
+    f = follow(name)
+    wait_state(f, "missing")
+    assert f.source.stats.detail == "no such container"
+    make_container(counter(), name=name)
+    f.wait_for(lambda lines: highest("out")(lines) >= 3)
+    assert numbers(f.texts(), "out")[:3] == [1, 2, 3]
+    assert f.source.state == "following"
+
+
+def test_a_long_line_is_truncated_and_flagged(make_container: MakeContainer, follow: Callable[..., Follow]) -> None:
+    """A 20,000-byte line (Podman sends it in 8 KiB records) becomes one Line of the cap's length, flagged."""
+    name = f"suture-test-{secrets.token_hex(4)}"
+    f = follow(name, max_line_bytes=1000)
+    wait_state(f, "missing")  # so the container, once there, is read from its start
+    make_container(["sh", "-c", "head -c 20000 /dev/zero | tr '\\0' x; echo; echo after"], name=name)
+    f.wait_for(lambda lines: "after" in [ln.text for ln in lines])
+    long, after = f.lines
+    assert (long.text, long.truncated, after.truncated) == ("x" * 1000, True, False)
+
+
+def test_a_stopped_container_flushes_its_unfinished_line_and_waits(
+    make_container: MakeContainer, follow: Callable[..., Follow]
+) -> None:
+    """A line without its newline is delivered, flagged partial, once the container exits; then state stopped."""
+    name = f"suture-test-{secrets.token_hex(4)}"
+    f = follow(name)
+    wait_state(f, "missing")
+    make_container(["sh", "-c", "echo done; printf 'no newline'"], name=name)
+    f.wait_for(lambda lines: len(lines) >= 2)
+    assert [(ln.text, ln.partial) for ln in f.lines] == [("done", False), ("no newline", True)]
+    wait_state(f, "stopped")
+    assert len(f.lines) == 2
+
+
+def test_an_unreachable_engine_is_retried_without_raising(tmp_path: Path) -> None:
+    """No engine at the socket: state error with the reason, and the follower keeps trying to connect."""
+    absent = f"unix://{tmp_path}/absent.sock"
+    source = ContainerLogSource(
+        "worker", "app", lambda: connect(absent), positions=LogPositions(tmp_path / "p.json"), retry=FAST
+    )
+    f = Follow(source)
+    deadline = time.monotonic() + 5
+    while source.stats.errors < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    f.close()
+    assert (source.state, source.stats.detail) == (
+        "error",
+        "cannot reach the container engine: No such file or directory",
+    )
+    assert source.stats.errors >= 2
+
+
+def test_a_log_playbook_fires_on_a_container_source(
+    tmp_path: Path, target: Path, running, make_container: MakeContainer, docker_url: str
+) -> None:
+    """End to end: a real Sidecar follows the container and a log condition on its source fires."""
+    container = make_container(
+        ["sh", "-c", "trap 'exit 0' TERM; while :; do echo 'ERROR boom'; sleep 0.2 & wait $!; done"]
+    )
+    write_config(
+        tmp_path,
+        target,
+        extra=f"""
+        docker: {{url: "{docker_url}"}}
+        """,
+    )
+    path = tmp_path / "suture.yaml"
+    path.write_text(path.read_text().replace("sources:\n", f"sources:\n  worker: {{container: {container.name}}}\n"))
+    config = load_config(path, env={})
+    (config.playbooks / "boom.yaml").write_text(
+        dedent("""
+        id: worker-boom
+        when: {log: {source: worker, pattern: 'ERROR boom', at_least: 2, within: 10s}}
+        confidence: 50
+        mode: shadow
+        fix: [{exec: {argv: ["true"]}}]
+        validate: {window: 10s, expect: [{log: {source: worker, pattern: 'ERROR boom', at_most: 0}}]}
+        """)
+    )
+    r = running(config)
+    r.wait_for(lambda e: e.kind == "detected" and "worker-boom" in e.message, timeout=20)
+    assert (tmp_path / "state" / "container-logs.json").exists()
+
+    # what operators see: /metrics and the dashboard count the container source like a file source
+    scrape = r.sidecar.telemetry.render().decode()
+    lines = re.search(r'^suture_source_lines_total\{source="worker"\} (\S+)$', scrape, re.M)
+    assert lines is not None and float(lines[1]) >= 2
+    assert 'suture_container_log_attaches_total{source="worker"} 1.0' in scrape
+    assert 'suture_source_files{source="worker"} 1.0' in scrape
+    from suture.sidecar.api import Api
+    from suture.sidecar.dashboard import Dashboard
+
+    row = next(s for s in Dashboard(Api(r.sidecar)).dashboard_state()["sources"] if s["name"] == "worker")
+    assert row["pattern"] == container.name and row["stats"]["lines"] >= 2
+    assert row["status"] in ("healthy", "critical"), row  # critical while the diagnosis holds
+
+
+# --- no engine: records, positions, resuming ------------------------------------------------------------------
+
+T = b"2026-11-26T04:02:55Z "
+
+
+@pytest.mark.parametrize(
+    ("record", "ns"),
+    [
+        (b"2026-11-26T04:02:55Z x", 1795665775 * NS),
+        (b"2026-11-26T04:02:55.000000042Z x", 1795665775 * NS + 42),
+        (b"2026-11-26T05:02:55.5+01:00 x", 1795665775 * NS + NS // 2),
+        (b"no timestamp", None),
+    ],
+)
+def test_engine_timestamps_are_read_to_the_nanosecond(record: bytes, ns: int | None) -> None:
+    """Docker's nanoseconds, Podman's seconds and zones; a record without one is kept whole."""
+    assert engine_time(record) == (ns, b"x" if ns is not None else record)
+
+
+def test_records_without_a_newline_are_glued_to_the_next() -> None:
+    """A line sent in pieces (long lines, or two writes) is one Line with its first piece's time."""
+    parser = _Parser(tty=False, cap=100)
+    assert parser.feed(T + b"ab") == []
+    (entry,) = parser.feed(b"2026-11-26T04:02:57Z cd\n")
+    assert (entry.text, entry.ns, entry.partial) == ("abcd", 1795665775 * NS, False)
+
+
+def test_a_tty_stream_is_split_at_newlines() -> None:
+    """A TTY container's unframed stream, a character at a time, with \\r\\n endings."""
+    parser = _Parser(tty=True, cap=100)
+    entries = [e for ch in (T + b"one\r\n" + T + b"two\r\n") for e in parser.feed(bytes([ch]))]
+    assert [e.text for e in entries] == ["one", "two"]
+
+
+def test_a_cut_line_does_not_end_in_half_a_character() -> None:
+    """The cap falls inside a multi-byte character: the character is left out, the line flagged."""
+    parser = _Parser(tty=False, cap=5)
+    (entry,) = parser.feed(T + "abcdé…\n".encode())
+    assert (entry.text, entry.truncated) == ("abcd", True)
+
+
+@pytest.mark.parametrize(
+    ("position", "times", "delivered"),
+    [
+        ((10, 2), [9, 10, 10, 10, 11], [10, 11]),  # the third line at 10 is new
+        ((10, 3), [9, 10, 10, 10, 11], [11]),
+        ((10, 5), [10, 10, 11, 12], [11, 12]),  # lines at 10 lost upstream: deliver from the next time on
+        ((10, 1), [10, 9, 10], [9, 10]),  # after the resume point, log order rules, not times
+    ],
+)
+def test_resuming_skips_exactly_what_was_delivered(
+    position: tuple[int, int], times: list[int], delivered: list[int]
+) -> None:
+    """Identical timestamps are told apart by how many of them were delivered."""
+    resume = _Resume(*position)
+    assert [t for t in times if not resume.skip(t)] == delivered
+
+
+def test_a_position_counts_lines_with_the_same_time() -> None:
+    """Lines at one time add up; a later time, or another container, starts the count again."""
+    p = Position(container="app", id="a", ns=0, count=0)
+    p = p.after("a", 5).after("a", 5).after("a", 5)
+    assert (p.ns, p.count) == (5, 3)
+    assert (p.after("b", 5).id, p.after("b", 5).count) == ("b", 1)
+
+
+@pytest.mark.parametrize(
+    ("position", "since"),
+    [
+        (Position(container="app", id=None, ns=0, count=0), None),  # from the container's beginning
+        (Position(container="app", id="a", ns=0, count=0, mark=7 * NS + 5), 7.000000005),  # a mark, exactly
+        (Position(container="app", id="a", ns=9 * NS, count=3, mark=7 * NS), 8),  # a second early
+        (
+            Position(container="app", id="a", ns=7 * NS, count=3, mark=7 * NS + 5),
+            7.000000005,
+        ),  # inside the mark's second
+    ],
+)
+def test_a_reattach_asks_since(position: Position, since: float | None) -> None:
+    """Where a re-attach asks the engine to start."""
+    assert position.since() == since
+
+
+def test_positions_survive_a_reload(tmp_path: Path) -> None:
+    """Saved positions are read back as they were."""
+    saved = LogPositions(tmp_path / "container-logs.json")
+    saved.set("worker", Position(container="app", id="abc", ns=5 * NS, count=2, mark=4 * NS))
+    saved.save()
+    assert LogPositions(tmp_path / "container-logs.json").get("worker") == saved.get("worker")
+
+
+def test_a_corrupt_positions_file_is_set_aside(tmp_path: Path) -> None:
+    """Garbage in the file: kept as .corrupt, counted, and every source starts afresh."""
+    path = tmp_path / "container-logs.json"
+    path.write_text("{not json")
+    positions = LogPositions(path)
+    assert (positions.corrupt, positions.get("worker"), path.with_name(path.name + ".corrupt").exists()) == (
+        1,
+        None,
+        True,
+    )
