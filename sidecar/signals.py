@@ -17,6 +17,7 @@ matched key is forgotten, and counted).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
@@ -87,15 +88,20 @@ class _Matches:
                 self.evicted += 1
         else:
             self.times.move_to_end(key)
-        times.append(at)
+        if times and at < times[-1]:  # out of order (replayed timestamps): keep the deque sorted, the newest kept
+            times = self.times[key] = deque(sorted([*times, at])[-self.keep :], maxlen=self.keep)
+        else:
+            times.append(at)
         return key
 
     def count(self, key: str, now: float, within: float | None) -> int:
+        """Matches of ``key`` after ``now - within``: a binary search, as each deque is kept sorted."""
         times = self.times.get(key)
         if not times:
             return 0
-        since = now - (within or float("inf"))
-        return sum(1 for t in times if t > since)
+        if within is None:
+            return len(times)
+        return len(times) - bisect.bisect_right(times, now - within)
 
     def ensure(self, key: str) -> None:
         if key not in self.times:

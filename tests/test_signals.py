@@ -141,3 +141,18 @@ def test_container_restarts_within_a_window_hold_and_age_out():
     assert t.holds and dict(t.fact.labels) == {"container": "app"}
     (t,) = board.tick(601.0)
     assert not t.holds
+
+
+def test_window_counts_hold_for_out_of_order_times_and_a_full_history():
+    """Counting is a binary search over each key's times, so they are kept sorted whatever order they come in."""
+    from suture.sidecar.signals import _Matches
+
+    m = _Matches(keep=5)
+    for at in (10.0, 30.0, 20.0, 50.0, 40.0, 5.0, 60.0):  # replayed logs can go back in time
+        key = m.add({}, at)
+    assert list(m.times[key]) == [20.0, 30.0, 40.0, 50.0, 60.0]  # sorted, the newest 5 kept
+    assert m.count(key, 60.0, 25.0) == 3  # after 35: 40, 50, 60
+    assert m.count(key, 60.0, 40.0) == 4  # strictly after 20
+    assert m.count(key, 60.0, None) == 5
+    assert m.count("no such key", 60.0, 10.0) == 0
+    assert m.total == 7

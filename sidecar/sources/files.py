@@ -735,10 +735,20 @@ class FileSource:
                 data = data[taken:]
                 if not data:
                     return True
-            outcome = self._lines(tf, data, now, out, stop, SLOW_LINES if self._blocks else None)
+            outcome = self._lines(tf, data, now, out, stop, self._slow_lines(tf) if self._blocks else None)
             if outcome is not None:
                 return outcome
             data = data[tf.pos - self._fed_from:]
+
+    @staticmethod
+    def _slow_lines(tf: _TrackedFile) -> int:
+        """Lines the line-by-line path takes before the fast path is tried again.
+
+        One when all that kept the fast path off is the head of a line split across two reads
+        (every read that ends mid-line leaves one): the rest of the read can go as a Block.
+        """
+        idle = tf.joiner is None or tf.joiner.mode is None
+        return 1 if tf.buf and not tf.overflow and not tf.cont and idle else SLOW_LINES
 
     def _lines(self, tf: _TrackedFile, data: bytes, now: float, out: list[Any], stop: int,
                limit: int | None) -> bool | None:
