@@ -112,7 +112,11 @@ def highest(tag: str) -> Callable[[list[Line]], int]:
 def assert_once_each(found: list[int]) -> None:
     """Every number from the first seen to the last, in order, exactly once."""
     assert found, "no lines"
-    assert found == list(range(found[0], found[-1] + 1))
+    expected = range(min(found), max(found) + 1)
+    missing = sorted(set(expected) - set(found))
+    repeated = sorted({n for n in found if found.count(n) > 1})
+    assert not missing and not repeated, f"missing {missing}, repeated {repeated}, delivered {found}"
+    assert found == list(expected), f"every number once, out of order: {found}"
 
 
 # --- the engine: real Podman -------------------------------------------------------------------------------

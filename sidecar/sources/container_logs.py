@@ -534,6 +534,8 @@ class ContainerLogSource:
             return False
         self.stats.attaches += 1
         self.stats.retry_in = 0.0
+        log.debug("container logs %s: attach %s (running=%s) since=%r resume=%r", self.name, target.id[:12],
+                  target.running, position.since(), resume)
         # following: a stream is open (one on a stopped container gives its last lines and ends; one on a
         # container created but not yet started goes on once it starts)
         detail = "attached" if target.running else "attached while not running: reading its last lines"
@@ -560,6 +562,7 @@ class ContainerLogSource:
             entries: list[_Entry] = []
             while True:
                 if chunk is _END:
+                    log.debug("container logs %s: stream ended (error=%r)", self.name, pump.error)
                     ended = True
                     if pump.error is None:  # the container stopped: its unfinished line is all there is
                         entries += parser.end()
@@ -583,6 +586,7 @@ class ContainerLogSource:
         for e in entries:
             if resume is not None and resume.skip(e.ns):
                 self.stats.duplicates += 1
+                log.debug("container logs %s: skipped as read before: %s %.80r", self.name, e.ns, e.text)
                 continue
             position = position.after(container_id, e.ns)
             lines.append(

@@ -82,18 +82,21 @@ def writer(log: Path, rate: float, seconds: float) -> None:
             time.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def measure(proc: psutil.Process, seconds: float, work: threading.Thread | None) -> tuple[float, float]:
+def measure(proc: psutil.Process, seconds: float, work: threading.Thread | None) -> tuple[float, float, float]:
+    """(CPU % of one core, RSS MiB at the end, highest RSS MiB seen, sampled every 0.25 s) over a phase."""
     before = proc.cpu_times()
     began = time.monotonic()
+    peak = 0
     if work is not None:
         work.start()
-        work.join()
-    else:
-        time.sleep(seconds)
+    while (work.is_alive() if work is not None else time.monotonic() - began < seconds):
+        peak = max(peak, proc.memory_info().rss)
+        time.sleep(0.25)
     took = time.monotonic() - began
     after = proc.cpu_times()
     cpu = (after.user + after.system - before.user - before.system) / took * 100
-    return cpu, proc.memory_info().rss / 2**20
+    rss = proc.memory_info().rss
+    return cpu, rss / 2**20, max(peak, rss) / 2**20
 
 
 def main(quick: bool = False) -> None:
@@ -114,26 +117,25 @@ def main(quick: bool = False) -> None:
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
         proc = psutil.Process(child.pid)
         time.sleep(5)  # start-up, first probes
-        cpu, rss = measure(proc, phase, None)
-        rows.append(("suture run, idle (50 playbooks, 3 probes)", cpu, rss))
+        rows.append(("suture run, idle (50 playbooks, 3 probes)", *measure(proc, phase, None)))
         for rate in rates:
-            cpu, rss = measure(proc, phase, threading.Thread(target=writer, args=(log, rate, phase)))
-            rows.append((f"suture run, {rate:,} lines/s", cpu, rss))
+            work = threading.Thread(target=writer, args=(log, rate, phase))
+            rows.append((f"suture run, {rate:,} lines/s", *measure(proc, phase, work)))
         child.terminate()
         child.wait(10)
         tail = subprocess.Popen(["tail", "-n0", "-F", str(log)], stdout=subprocess.DEVNULL)
         tproc = psutil.Process(tail.pid)
         time.sleep(0.5)
         for rate in rates:
-            cpu, rss = measure(tproc, phase, threading.Thread(target=writer, args=(log, rate, phase)))
-            rows.append((f"baseline: tail -F, {rate:,} lines/s", cpu, rss))
+            work = threading.Thread(target=writer, args=(log, rate, phase))
+            rows.append((f"baseline: tail -F, {rate:,} lines/s", *measure(tproc, phase, work)))
         tail.terminate()
         tail.wait()
     server.shutdown()
     print(f"Footprint, {phase:g} s per phase: `make bench` (python tests/bench/run.py footprint), "
           f"{os.cpu_count()} cores")
     print()
-    print("| what | CPU % of one core | RSS MiB |")
-    print("|---|---:|---:|")
-    for name, cpu, rss in rows:
-        print(f"| {name} | {cpu:.1f} | {rss:.0f} |")
+    print("| what | CPU % of one core | RSS MiB at the end | highest RSS MiB (MB) |")
+    print("|---|---:|---:|---:|")
+    for name, cpu, rss, peak in rows:
+        print(f"| {name} | {cpu:.1f} | {rss:.0f} | {peak:.0f} ({peak * 2**20 / 1e6:.0f}) |")

@@ -8,6 +8,7 @@ a baseline measured seconds apart, never asserted in a test.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,9 +28,17 @@ def main() -> int:
     unknown = set(args.names) - set(BENCHES)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    for name in args.names or list(BENCHES):
-        BENCHES[name](quick=args.quick)
+    names = args.names or list(BENCHES)
+    if len(names) == 1:
+        BENCHES[names[0]](quick=args.quick)
         print()
+        return 0
+    # each in a process of its own: one bench's imports and heap must not weigh on the next (a library
+    # mapped by this process too, e.g. DuckDB, keeps its pages resident in the measured sidecar as well)
+    for name in names:
+        done = subprocess.run([sys.executable, __file__, name, *(["--quick"] if args.quick else [])], check=False)
+        if done.returncode:
+            return done.returncode
     return 0
 
 
