@@ -8,13 +8,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
+from docker.models.containers import Container
 from suture.engine.config import load_config
 from suture.sidecar.sources.base import Line
 from suture.sidecar.sources.container_logs import (
     NS,
+    WATCH,
     ContainerLogSource,
     LogPositions,
     Position,
@@ -230,6 +233,51 @@ def test_a_stopped_container_flushes_its_unfinished_line_and_waits(
     assert [(ln.text, ln.partial) for ln in f.lines] == [("done", False), ("no newline", True)]
     wait_state(f, "stopped")
     assert len(f.lines) == 2
+
+
+class HangingStream:
+    """Fault injection around the real engine's stream: it gives what the engine gives, then stays open.
+
+    Podman 4.3 does this now and then: a container exits and its log stream neither says more nor ends.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.inner
+        self.closed.wait()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.inner.close()
+
+
+def test_a_stream_that_misses_the_exit_is_ended_and_the_rest_read_again(
+    make_container: MakeContainer, follow: Callable[..., Follow], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet stream has its container looked at; stopped, it is read again from the position: nothing lost."""
+    logs = Container.logs
+    hung: list[HangingStream] = []
+
+    def first_stream_hangs(self: Container, **kwargs: Any) -> Any:
+        stream = logs(self, **kwargs)
+        if hung:
+            return stream
+        hung.append(HangingStream(stream))
+        return hung[0]
+
+    monkeypatch.setattr(Container, "logs", first_stream_hangs)
+    name = f"suture-test-{secrets.token_hex(4)}"
+    f = follow(name)
+    wait_state(f, "missing")
+    make_container(["sh", "-c", "echo one; sleep 0.5; echo two; printf 'no newline'"], name=name)
+    f.wait_for(lambda lines: len(lines) >= 3, timeout=WATCH * 4 + 5)
+    assert [(ln.text, ln.partial) for ln in f.lines] == [("one", False), ("two", False), ("no newline", True)]
+    assert hung and hung[0].closed.is_set()  # the follower gave up on it
+    assert f.source.stats.attaches == 2
+    assert f.source.stats.duplicates == 2  # "one" and "two" came again, and were skipped
 
 
 def test_an_unreachable_engine_is_retried_without_raising(tmp_path: Path) -> None:

@@ -17,6 +17,11 @@ attached once more (that read returns its backlog and ends) so lines written
 between the stream's end and the stop are not lost; after that it is only
 watched, until its ``(Id, State.StartedAt)`` changes: a restart (same id, new
 start time) or a re-creation under the same name (new id) is attached again.
+A stream is not trusted to end: one quiet for ``WATCH`` seconds has its
+container inspected, and is closed if the container stopped, restarted or went
+away since the attach (Podman now and then misses an exit and keeps the stream
+open); the next attach reads again from the position, so nothing it held back
+is lost.
 
 Position (``state_dir/container-logs.json``, one entry per source, rewritten
 atomically after every batch): the container id, the engine timestamp (epoch
@@ -100,6 +105,7 @@ NS = 1_000_000_000
 RETRY = (0.5, 10.0)  # seconds: first wait after a failure or a stop, and the most the wait doubles to
 MAX_BATCH = 512  # lines handed to the core at once
 PUMP_CHUNKS = 256  # stream records buffered between the reading thread and the follower
+WATCH = 2.0  # seconds: a stream quiet this long has its container looked at (did the engine miss a stop?)
 QUICK_END = 1.0  # seconds: a stream of a running container that ends sooner, empty, is a failure (backoff)
 _TS = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
 _END = object()
@@ -543,7 +549,7 @@ class ContainerLogSource:
         pump = _Pump(stream, self.name)
         parser = _Parser(tty=target.tty, cap=self.max_line_bytes)
         try:
-            yield from self._drain(pump, parser, resume, target.id, stop)
+            yield from self._drain(pump, parser, resume, target, stop)
         finally:
             pump.close()
         if pump.error is not None:
@@ -551,14 +557,23 @@ class ContainerLogSource:
         return pump.error is None
 
     def _drain(
-        self, pump: _Pump, parser: _Parser, resume: _Resume | None, container_id: str, stop: threading.Event
+        self, pump: _Pump, parser: _Parser, resume: _Resume | None, target: _Target, stop: threading.Event
     ) -> Iterator[list[Line]]:
         ended = False
+        quiet_since = time.monotonic()
         while not ended and not stop.is_set():
             try:
                 chunk = pump.queue.get(timeout=0.5)
             except queue.Empty:
+                if time.monotonic() - quiet_since >= WATCH:
+                    quiet_since = time.monotonic()
+                    # a stopped container's stream gives its backlog and ends; one that stays open missed the
+                    # end, as a running container's does that missed a stop: what it did not give is read
+                    # again from the position at the next attach
+                    if not target.running or self._moved_on(target):
+                        return
                 continue
+            quiet_since = time.monotonic()
             entries: list[_Entry] = []
             while True:
                 if chunk is _END:
@@ -574,9 +589,36 @@ class ContainerLogSource:
                     chunk = pump.queue.get_nowait()
                 except queue.Empty:
                     break
-            lines = self._lines(entries, resume, container_id)
+            lines = self._lines(entries, resume, target.id)
             if lines:
                 yield lines
+
+    def _moved_on(self, target: _Target) -> bool:
+        """True if the container a quiet stream follows stopped, restarted or is gone since the attach.
+
+        The stream should have ended then, but Podman (4.3, seen here) now and then misses a
+        container's exit and keeps the stream open with nothing more to say.
+        """
+        import docker.errors
+
+        try:
+            attrs = self._engine_client().api.inspect_container(target.id)
+        except docker.errors.NotFound:
+            moved = True
+        except engine_errors():
+            return False  # cannot tell: keep the stream
+        else:
+            state, _, _ = state_of(attrs)
+            started = str((attrs.get("State") or {}).get("StartedAt") or "")
+            moved = state not in ("running", "unhealthy", "restarting") or started != target.key[1]
+        if moved:
+            log.info("container logs %s (%s): the stream stayed open after the container stopped; reading "
+                     "again from the last position", self.name, self.container)
+        return moved
+
+    def _engine_client(self) -> docker.DockerClient:
+        assert self._client is not None  # a stream is open, so the client was made
+        return self._client
 
     def _lines(self, entries: list[_Entry], resume: _Resume | None, container_id: str) -> list[Line]:
         now = self.clock()
