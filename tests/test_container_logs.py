@@ -28,7 +28,7 @@ from suture.sidecar.sources.container_logs import (
 from suture.sidecar.sources.containers import connect
 
 from .conftest import dedent, write_config
-from .containers import MakeContainer
+from .containers import SERVE, MakeContainer
 
 # Numbered lines on stdout and stderr, 40 a second (so many share Podman's one-second timestamps); the
 # counter lives in the container's filesystem, so numbers go on across a restart and never repeat. A stop
@@ -252,6 +252,7 @@ class HangingStream:
     def close(self) -> None:
         self.closed.set()
         self.inner.close()
+        self.inner._response.close()  # as the follower does with the engine's own streams
 
 
 def test_a_stream_that_misses_the_exit_is_ended_and_the_rest_read_again(
@@ -278,6 +279,46 @@ def test_a_stream_that_misses_the_exit_is_ended_and_the_rest_read_again(
     assert hung and hung[0].closed.is_set()  # the follower gave up on it
     assert f.source.stats.attaches == 2
     assert f.source.stats.duplicates == 2  # "one" and "two" came again, and were skipped
+
+
+class GlitchingStream(HangingStream):
+    """Fault injection around the real engine's stream: "one", then "two" skipped, "three" cut short, the end."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        records = iter(self.inner)
+        yield next(records)
+        next(records)
+        yield next(records).rstrip(b"\n")
+
+
+def test_a_stream_that_ends_with_a_line_cut_short_is_read_again(
+    make_container: MakeContainer, follow: Callable[..., Follow], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection as seen from Podman at a restart: a stream skips a line, ends on one cut short.
+
+    The end of a running container's stream is not trusted with an unfinished line: the follower
+    attaches again, and every line arrives once, whole, in order.
+    """
+    logs = Container.logs
+    first: list[bool] = []
+
+    def first_stream_glitches(self: Container, **kwargs: Any) -> Any:
+        stream = logs(self, **kwargs)
+        if first:
+            return stream
+        first.append(True)
+
+        return GlitchingStream(stream)
+
+    monkeypatch.setattr(Container, "logs", first_stream_glitches)
+    name = f"suture-test-{secrets.token_hex(4)}"
+    f = follow(name)
+    wait_state(f, "missing")
+    make_container(["sh", "-c", "echo one; echo two; echo three; " + SERVE[-1]], name=name)
+    f.wait_for(lambda lines: len(lines) >= 3)
+    time.sleep(0.5)
+    assert [(ln.text, ln.partial) for ln in f.lines] == [("one", False), ("two", False), ("three", False)]
+    assert f.source.stats.attaches == 2
 
 
 def test_an_unreachable_engine_is_retried_without_raising(tmp_path: Path) -> None:

@@ -47,8 +47,9 @@ it (its timestamp is dropped; the line keeps its first record's timestamp). A
 line longer than ``max_line_bytes`` keeps its first bytes (cut at a UTF-8
 boundary) and is flagged ``truncated``; the rest is dropped as it arrives.
 One trailing ``\\r`` is stripped (TTY containers end lines in ``\\r\\n``). An
-unfinished line is held until its newline; when the stream ends because the
-container stopped it is delivered flagged ``partial``. ``Line.at`` is our
+unfinished line is held until its newline; at the end of a stopped
+container's backlog it is delivered flagged ``partial`` (the end of a running
+container's stream is not trusted with it: it is read again). ``Line.at`` is our
 clock's time of reading, as for files; the engine's timestamp only positions.
 
 What Podman's compat API (4.3, measured here) does differently from Docker:
@@ -371,6 +372,9 @@ class _Pump:
         with contextlib.suppress(Exception):  # the SDK's close digs for the socket; a finished response has none
             self.stream.close()
         self.thread.join(timeout=2.0)
+        # the SDK shuts the socket down but leaves the HTTP response (and its socket object) open
+        with contextlib.suppress(Exception):
+            self.stream._response.close()
 
 
 # --- the follower -------------------------------------------------------------------------
@@ -579,7 +583,11 @@ class ContainerLogSource:
                 if chunk is _END:
                     log.debug("container logs %s: stream ended (error=%r)", self.name, pump.error)
                     ended = True
-                    if pump.error is None:  # the container stopped: its unfinished line is all there is
+                    # An unfinished line is final only at the end of a stopped container's backlog. A running
+                    # container's stream that ends (a stop, a restart) is not trusted with it: Podman was seen
+                    # ending one with a line cut short, after skipping the line before it. It is read again,
+                    # from the position, by the next attach: that of the stopped container, or of its new run.
+                    if pump.error is None and not target.running:
                         entries += parser.end()
                     break
                 entries += parser.feed(chunk)
