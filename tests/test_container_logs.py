@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from docker.models.containers import Container
 from suture.engine.config import load_config
 from suture.sidecar.sources.base import Line
 from suture.sidecar.sources.container_logs import (
+    KEEP_DIGESTS,
     NS,
     WATCH,
     ContainerLogSource,
@@ -440,6 +443,42 @@ def test_resuming_skips_exactly_what_was_delivered(
     """Identical timestamps are told apart by how many of them were delivered."""
     resume = _Resume(*position)
     assert [t for t in times if not resume.skip(t)] == delivered
+
+
+def test_resuming_by_content_delivers_a_line_the_first_stream_skipped() -> None:
+    """What was delivered at the resume time is matched in order by content: a line missing from it comes now."""
+    p = Position(container="app", id="a", ns=0, count=0)
+    for text in ("a", "c"):  # the first stream gave a and c, never b
+        p = p.after("a", 10, text)
+    resume = _Resume(p.ns, p.count, p.lines)
+    again = [(9, "z"), (10, "a"), (10, "b"), (10, "c"), (10, "d"), (11, "e")]
+    assert [t for ns, t in again if not resume.skip(ns, t)] == ["b", "d", "e"]
+
+
+def test_resuming_after_many_lines_at_one_time_counts_first_then_matches() -> None:
+    """Only the last KEEP_DIGESTS lines at a time are kept by digest; the ones before are skipped by count."""
+    texts = [f"line {i}" for i in range(KEEP_DIGESTS + 8)]
+    p = Position(container="app", id="a", ns=0, count=0)
+    for text in texts:
+        p = p.after("a", 10, text)
+    assert (p.count, len(p.lines)) == (KEEP_DIGESTS + 8, KEEP_DIGESTS)
+    resume = _Resume(p.ns, p.count, p.lines)
+    assert [t for t in [*texts, "new"] if not resume.skip(10, t)] == ["new"]
+    assert Position.parse(json.loads(json.dumps(asdict(p)))) == p
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"container": "app", "id": "a", "ns": 5, "count": 1, "lines": ["aa", "bb"]},  # more digests than lines
+        {"container": "app", "id": "a", "ns": 5, "count": 1, "lines": "aa"},
+        {"container": "app", "id": "a", "ns": 5, "count": 1, "lines": [7]},
+        {"container": "app", "id": "a", "ns": 5, "count": 1, "lines": ["x" * 17]},
+    ],
+)
+def test_a_position_with_bad_digests_is_refused(doc: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="bad container log position"):
+        Position.parse(doc)
 
 
 def test_a_position_counts_lines_with_the_same_time() -> None:

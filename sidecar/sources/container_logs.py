@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import hashlib
 import json
 import logging
 import queue
@@ -110,6 +111,12 @@ WATCH = 2.0  # seconds: a stream quiet this long has its container looked at (di
 QUICK_END = 1.0  # seconds: a stream of a running container that ends sooner, empty, is a failure (backoff)
 _TS = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
 _END = object()
+KEEP_DIGESTS = 32  # lines at the last timestamp a position recognises by content
+
+
+def digest(text: str) -> str:
+    """A line's short content digest, to recognise it when it is read again."""
+    return hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=5).hexdigest()
 
 
 def engine_time(text: bytes) -> tuple[int | None, bytes]:
@@ -137,6 +144,7 @@ class Position:
     ns: int  # engine time of the last line delivered (epoch ns); 0: none yet
     count: int  # lines delivered carrying exactly ``ns``
     mark: int = 0  # where a new source started (epoch ns, our clock); 0: at the container's beginning
+    lines: tuple[str, ...] = ()  # digests of the last (up to KEEP_DIGESTS) lines delivered at ``ns``, in order
 
     def since(self) -> int | float | None:
         """The ``since`` to ask for a re-attach.
@@ -149,14 +157,15 @@ class Position:
             return self.mark / NS if self.mark > 0 else None
         return max(self.ns // NS - 1, 1)
 
-    def after(self, container_id: str, ns: int | None) -> Position:
-        """The position once a line with engine time ``ns`` of ``container_id`` is delivered."""
+    def after(self, container_id: str, ns: int | None, text: str = "") -> Position:
+        """The position once a line ``text`` with engine time ``ns`` of ``container_id`` is delivered."""
         if ns is None:
             return self  # no timestamp: nothing to resume by (the engine always sends one with timestamps=1)
+        line = digest(text)
         if container_id == self.id and ns == self.ns:
-            return replace(self, count=self.count + 1)
+            return replace(self, count=self.count + 1, lines=(*self.lines, line)[-KEEP_DIGESTS:])
         mark = self.mark if container_id == self.id else 0  # a new container: all of it is new
-        return Position(container=self.container, id=container_id, ns=ns, count=1, mark=mark)
+        return Position(container=self.container, id=container_id, ns=ns, count=1, mark=mark, lines=(line,))
 
     @classmethod
     def parse(cls, doc: Any) -> Position:
@@ -166,9 +175,12 @@ class Position:
             and (doc.get("id") is None or isinstance(doc.get("id"), str))
             and all(type(doc.get(k, 0)) is int and doc.get(k, 0) >= 0 for k in ("ns", "count", "mark"))
         )
-        if not ok or "ns" not in doc or "count" not in doc:
+        lines: list[str] = doc.get("lines", []) if ok else []
+        ok = ok and isinstance(lines, list) and all(isinstance(x, str) and len(x) <= 16 for x in lines)
+        if not ok or "ns" not in doc or "count" not in doc or len(lines) > min(doc["count"], KEEP_DIGESTS):
             raise ValueError(f"bad container log position {doc!r:.200}")
-        return cls(container=doc["container"], id=doc["id"], ns=doc["ns"], count=doc["count"], mark=doc.get("mark", 0))
+        return cls(container=doc["container"], id=doc["id"], ns=doc["ns"], count=doc["count"],
+                   mark=doc.get("mark", 0), lines=tuple(lines))
 
 
 class LogPositions:
@@ -304,22 +316,34 @@ class _Parser:
 
 @dataclass(slots=True)
 class _Resume:
-    """Skips, in log order, what a position says was delivered: up to its ``count``-th line at ``ns``."""
+    """Skips, in log order, what a position says was delivered: its ``count`` lines at ``ns``.
+
+    The lines at ``ns`` whose digests the position keeps are matched by content, in order
+    (what was delivered is a subsequence of what the engine gives again), so a line the
+    first stream skipped is delivered now instead of being counted as read; lines before
+    those, if more than KEEP_DIGESTS were delivered at ``ns``, are skipped by count.
+    """
 
     ns: int
     count: int
-    seen: int = 0
+    lines: tuple[str, ...] = ()
+    seen: int = 0  # lines at ns taken as read
     done: bool = False
 
-    def skip(self, ns: int | None) -> bool:
+    def skip(self, ns: int | None, text: str = "") -> bool:
         if self.done:
             return False
         if ns is not None and ns > self.ns:
             self.done = True  # past the resume point (lines at it were lost upstream): deliver from here
             return False
-        if ns == self.ns:
+        if ns != self.ns:
+            return True  # before the resume point
+        by_count = self.count - len(self.lines)
+        if self.seen < by_count or digest(text) == self.lines[self.seen - by_count]:
             self.seen += 1
-            self.done = self.seen >= self.count
+        else:
+            return False  # not what was delivered next: a line the earlier stream never gave
+        self.done = self.seen >= self.count
         return True
 
 
@@ -534,7 +558,8 @@ class ContainerLogSource:
         """Read one log stream to its end (or ``stop``); True if it was read without an engine error."""
         position = self._handed
         assert position is not None
-        resume = _Resume(position.ns, position.count) if position.id == target.id and position.count else None
+        resume = (_Resume(position.ns, position.count, position.lines)
+                  if position.id == target.id and position.count else None)
         try:
             stream = target.container.logs(
                 stdout=True, stderr=True, stream=True, follow=True, timestamps=True, since=position.since()
@@ -634,11 +659,11 @@ class ContainerLogSource:
         assert position is not None
         lines: list[Line] = []
         for e in entries:
-            if resume is not None and resume.skip(e.ns):
+            if resume is not None and resume.skip(e.ns, e.text):
                 self.stats.duplicates += 1
                 log.debug("container logs %s: skipped as read before: %s %.80r", self.name, e.ns, e.text)
                 continue
-            position = position.after(container_id, e.ns)
+            position = position.after(container_id, e.ns, e.text)
             lines.append(
                 Line(source=self.name, text=e.text, at=now, path=self.path, partial=e.partial, truncated=e.truncated)
             )
