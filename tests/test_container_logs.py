@@ -115,14 +115,15 @@ def highest(tag: str) -> Callable[[list[Line]], int]:
     return lambda lines: max(numbers([ln.text for ln in lines], tag), default=0)
 
 
-def assert_once_each(found: list[int]) -> None:
-    """Every number from the first seen to the last, in order, exactly once."""
+def assert_once_each(found: list[int], *, in_order: bool = True) -> None:
+    """Every number from the first seen to the last exactly once (and, unless told otherwise, in order)."""
     assert found, "no lines"
     expected = range(min(found), max(found) + 1)
     missing = sorted(set(expected) - set(found))
     repeated = sorted({n for n in found if found.count(n) > 1})
     assert not missing and not repeated, f"missing {missing}, repeated {repeated}, delivered {found}"
-    assert found == list(expected), f"every number once, out of order: {found}"
+    if in_order:
+        assert found == list(expected), f"every number once, out of order: {found}"
 
 
 # --- the engine: real Podman -------------------------------------------------------------------------------
@@ -164,8 +165,10 @@ def test_a_restart_is_followed_without_duplicates(make_container: MakeContainer,
     f.wait_for(lambda lines: highest("out")(lines) >= after + 30)
     assert f.source.stats.attaches >= 2
     assert f.source.stats.duplicates > 0  # the re-attach re-read lines, and skipped them
-    assert_once_each(numbers(f.texts(), "out"))
-    assert_once_each(numbers(f.texts(), "err"))
+    # Not in order: now and then Podman's stream skips lines at a restart (seen: 9-11 skipped, 12 sent);
+    # the re-attach delivers them then, after 12, rather than lose them
+    assert_once_each(numbers(f.texts(), "out"), in_order=False)
+    assert_once_each(numbers(f.texts(), "err"), in_order=False)
 
 
 def test_a_recreated_container_is_followed(make_container: MakeContainer, follow: Callable[..., Follow]) -> None:
