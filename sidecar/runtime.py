@@ -117,6 +117,7 @@ class Sidecar:
         self._own_effects = effects is None
         self.effects: EffectRunner = effects if effects is not None else Effects(config, stop=self.stop, clock=clock, env=self.env)
         self._watched_containers: frozenset[str] = frozenset()
+        self._metric_containers: frozenset[str] = frozenset()  # containers whose CPU and memory conditions read
         self.rules = Rules()
         self.matchers = MatcherCache()
         self.board = SignalBoard([], matchers=self.matchers)
@@ -214,6 +215,7 @@ class Sidecar:
             return
         self.board = board
         self._watched_containers = frozenset(board.containers() | _expected_containers(result.playbooks))
+        self._metric_containers = metric_containers(result.playbooks)
         self.playbook_set = result
         self.playbooks = {pb.id: pb for pb in result.playbooks}
         self.loaded_at = now
@@ -676,7 +678,7 @@ class Sidecar:
         """CPU and memory of the containers metric conditions name (the set follows reloads)."""
         stats = ContainerStats(self._docker_client)
         while not self.stop.is_set():
-            names = metric_containers(self.playbooks.values())
+            names = self._metric_containers
             samples = stats.sample(names, self.clock()) if names else []
             if samples:
                 self._put(samples)

@@ -634,8 +634,11 @@ class ContainerLogSource:
         """
         import docker.errors
 
+        client = self._engine()
+        if client is None:
+            return False  # cannot tell: keep the stream
         try:
-            attrs = self._engine_client().api.inspect_container(target.id)
+            attrs = client.api.inspect_container(target.id)
         except docker.errors.NotFound:
             moved = True
         except engine_errors():
@@ -648,10 +651,6 @@ class ContainerLogSource:
             log.info("container logs %s (%s): the stream stayed open after the container stopped; reading "
                      "again from the last position", self.name, self.container)
         return moved
-
-    def _engine_client(self) -> docker.DockerClient:
-        assert self._client is not None  # a stream is open, so the client was made
-        return self._client
 
     def _lines(self, entries: list[_Entry], resume: _Resume | None, container_id: str) -> list[Line]:
         now = self.clock()
