@@ -107,6 +107,14 @@ def wait_state(f: Follow, state: str, timeout: float = 10.0) -> None:
     assert f.source.state == state, f.source.stats
 
 
+def follow_unborn(follow: Callable[..., Follow], **kwargs: object) -> tuple[str, Follow]:
+    """A follower on a name no container has yet (state missing): the container, once made, is read from its start."""
+    name = f"suture-test-{secrets.token_hex(4)}"
+    f = follow(name, **kwargs)
+    wait_state(f, "missing")
+    return name, f
+
+
 def numbers(texts: list[str], tag: str) -> list[int]:
     return [int(t.split()[1]) for t in texts if t.startswith(tag + " ")]
 
@@ -206,9 +214,7 @@ def test_a_missing_container_is_waited_for_and_read_from_its_start(
     make_container: MakeContainer, follow: Callable[..., Follow]
 ) -> None:
     """No such container: state missing, no exception; when it appears, its lines arrive from the first."""
-    name = f"suture-test-{secrets.token_hex(4)}"
-    f = follow(name)
-    wait_state(f, "missing")
+    name, f = follow_unborn(follow)
     assert f.source.stats.detail == "no such container"
     make_container(counter(), name=name)
     f.wait_for(lambda lines: highest("out")(lines) >= 3)
@@ -218,9 +224,7 @@ def test_a_missing_container_is_waited_for_and_read_from_its_start(
 
 def test_a_long_line_is_truncated_and_flagged(make_container: MakeContainer, follow: Callable[..., Follow]) -> None:
     """A 20,000-byte line (Podman sends it in 8 KiB records) becomes one Line of the cap's length, flagged."""
-    name = f"suture-test-{secrets.token_hex(4)}"
-    f = follow(name, max_line_bytes=1000)
-    wait_state(f, "missing")  # so the container, once there, is read from its start
+    name, f = follow_unborn(follow, max_line_bytes=1000)
     make_container(["sh", "-c", "head -c 20000 /dev/zero | tr '\\0' x; echo; echo after"], name=name)
     f.wait_for(lambda lines: "after" in [ln.text for ln in lines])
     long, after = f.lines
@@ -231,9 +235,7 @@ def test_a_stopped_container_flushes_its_unfinished_line_and_waits(
     make_container: MakeContainer, follow: Callable[..., Follow]
 ) -> None:
     """A line without its newline is delivered, flagged partial, once the container exits; then state stopped."""
-    name = f"suture-test-{secrets.token_hex(4)}"
-    f = follow(name)
-    wait_state(f, "missing")
+    name, f = follow_unborn(follow)
     make_container(["sh", "-c", "echo done; printf 'no newline'"], name=name)
     f.wait_for(lambda lines: len(lines) >= 2)
     assert [(ln.text, ln.partial) for ln in f.lines] == [("done", False), ("no newline", True)]
@@ -261,24 +263,28 @@ class HangingStream:
         self.inner._response.close()  # as the follower does with the engine's own streams
 
 
+def wrap_first_stream(monkeypatch: pytest.MonkeyPatch, wrap: type[HangingStream]) -> list[HangingStream]:
+    """The first log stream any container opens comes through ``wrap``; the list holds it once made."""
+    logs = Container.logs
+    wrapped: list[HangingStream] = []
+
+    def first_stream_wrapped(self: Container, **kwargs: Any) -> Any:
+        stream = logs(self, **kwargs)
+        if wrapped:
+            return stream
+        wrapped.append(wrap(stream))
+        return wrapped[0]
+
+    monkeypatch.setattr(Container, "logs", first_stream_wrapped)
+    return wrapped
+
+
 def test_a_stream_that_misses_the_exit_is_ended_and_the_rest_read_again(
     make_container: MakeContainer, follow: Callable[..., Follow], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A quiet stream has its container looked at; stopped, it is read again from the position: nothing lost."""
-    logs = Container.logs
-    hung: list[HangingStream] = []
-
-    def first_stream_hangs(self: Container, **kwargs: Any) -> Any:
-        stream = logs(self, **kwargs)
-        if hung:
-            return stream
-        hung.append(HangingStream(stream))
-        return hung[0]
-
-    monkeypatch.setattr(Container, "logs", first_stream_hangs)
-    name = f"suture-test-{secrets.token_hex(4)}"
-    f = follow(name)
-    wait_state(f, "missing")
+    hung = wrap_first_stream(monkeypatch, HangingStream)
+    name, f = follow_unborn(follow)
     make_container(["sh", "-c", "echo one; sleep 0.5; echo two; printf 'no newline'"], name=name)
     f.wait_for(lambda lines: len(lines) >= 3, timeout=WATCH * 4 + 5)
     assert [(ln.text, ln.partial) for ln in f.lines] == [("one", False), ("two", False), ("no newline", True)]
@@ -305,21 +311,8 @@ def test_a_stream_that_ends_with_a_line_cut_short_is_read_again(
     The end of a running container's stream is not trusted with an unfinished line: the follower
     attaches again, and every line arrives once, whole, in order.
     """
-    logs = Container.logs
-    first: list[bool] = []
-
-    def first_stream_glitches(self: Container, **kwargs: Any) -> Any:
-        stream = logs(self, **kwargs)
-        if first:
-            return stream
-        first.append(True)
-
-        return GlitchingStream(stream)
-
-    monkeypatch.setattr(Container, "logs", first_stream_glitches)
-    name = f"suture-test-{secrets.token_hex(4)}"
-    f = follow(name)
-    wait_state(f, "missing")
+    wrap_first_stream(monkeypatch, GlitchingStream)
+    name, f = follow_unborn(follow)
     make_container(["sh", "-c", "echo one; echo two; echo three; " + SERVE[-1]], name=name)
     f.wait_for(lambda lines: len(lines) >= 3)
     time.sleep(0.5)
