@@ -276,12 +276,11 @@ class Dashboard:
 
     def _sources(self, now: float, logs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         sc = self.sidecar
-        tails = dict(sc._sources)
-        followers = dict(sc._container_logs)
+        tails, followers, counters = dict(sc._sources), dict(sc._container_logs), sc.source_counters()
         out = []
         for name, cfg in sorted(sc.config.sources.items()):
             tail, follower = tails.get(name), followers.get(name)
-            stats = dict(tail.stats) if tail is not None else follower.counters() if follower is not None else {}
+            stats = counters.get(name, {})
             conditions = logs.get(name, [])
             if tail is None and follower is None:
                 level, detail = "unknown", "not followed yet"

@@ -289,6 +289,12 @@ class Sidecar:
         finally:
             self._trigger_at = None
 
+    def source_counters(self) -> dict[str, dict[str, int]]:
+        """Counters of every followed source, files and containers alike, by the file tailer's names."""
+        out = {name: dict(tail.stats) for name, tail in dict(self._sources).items()}
+        out.update({name: follower.counters() for name, follower in dict(self._container_logs).items()})
+        return out
+
     def observe_block(self, block: Block) -> None:
         """Many ordinary lines at once: scanned whole; only the lines that match cost Python work."""
         results = self.board.block(block.source, block.data, block.at)

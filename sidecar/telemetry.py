@@ -51,9 +51,8 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         sc = self.sidecar
-        sources = {name: dict(tail.stats) for name, tail in dict(sc._sources).items()}
-        containers = {name: follower.counters() for name, follower in dict(sc._container_logs).items()}
-        sources.update(containers)
+        sources = sc.source_counters()
+        containers = {name: sources[name] for name in dict(sc._container_logs) if name in sources}
         for key, name, doc in SOURCE_COUNTERS:
             family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=["source"])
             for source, stats in sorted(sources.items()):
