@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .documents import Document, load_checked
 from .errors import DocumentError, Problem
@@ -46,6 +47,7 @@ class ApiConfig:
     token_env: str = "SUTURE_TOKEN"
     token: str | None = None  # read from token_env at load time
     cors_origin: str | None = None
+    allowed_hosts: tuple[str, ...] = ()  # Host header values answered besides the listen address and localhost
 
     @property
     def listen(self) -> str:
@@ -58,6 +60,8 @@ class Config:
     name: str
     target_root: Path
     allowed_paths: tuple[Path, ...]
+    allowed_containers: frozenset[str] = frozenset()  # as written; see containers_allowed
+    allowed_commands: tuple[str, ...] = ()  # absolute program paths an exec may run
     playbooks: Path
     state_dir: Path
     threshold: float = 85.0
@@ -68,6 +72,7 @@ class Config:
     docker_url: str | None = None
     api: ApiConfig = field(default_factory=ApiConfig)
     notify_webhook: str | None = None
+    notify_allowed_hosts: tuple[str, ...] = ()  # as written; see notify_hosts_allowed
     learning: Learning = field(default_factory=Learning)
     fleet: str | None = None
     max_line_bytes: int = 64 * 1024
@@ -78,6 +83,21 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "suture.duckdb"
+
+    @property
+    def containers_allowed(self) -> frozenset[str]:
+        """Containers a restart or stop may act on: the allowlist and every container a source follows."""
+        return self.allowed_containers | {s.container for s in self.sources.values() if s.container}
+
+    @property
+    def notify_hosts_allowed(self) -> frozenset[str]:
+        """Hosts (lower-case; ``host`` or ``host:port``) a notification may go to: the allowlist and notify.webhook's."""
+        hosts = {h.lower() for h in self.notify_allowed_hosts}
+        if self.notify_webhook:
+            host = urlsplit(self.notify_webhook).hostname
+            if host:
+                hosts.add(host.lower())
+        return frozenset(hosts)
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -164,6 +184,7 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         token_env=token_env,
         token=env.get(token_env) or None,
         cors_origin=api_spec.get("cors_origin"),
+        allowed_hosts=tuple(h.lower() for h in api_spec.get("allowed_hosts", ())),
     )
 
     learning_spec = data.get("learning", {})
@@ -177,6 +198,8 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         name=data.get("name") or _host_name(),
         target_root=target_root,
         allowed_paths=tuple(allowed),
+        allowed_containers=frozenset(data.get("allowed_containers", ())),
+        allowed_commands=tuple(data.get("allowed_commands", ())),
         playbooks=_resolve(base, data.get("playbooks", "./playbooks")),
         state_dir=_resolve(base, data.get("state_dir", "./.suture")),
         threshold=float(data.get("threshold", 85)),
@@ -187,6 +210,7 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         docker_url=data.get("docker", {}).get("url"),
         api=api,
         notify_webhook=data.get("notify", {}).get("webhook"),
+        notify_allowed_hosts=tuple(data.get("notify", {}).get("allowed_hosts", ())),
         learning=Learning(
             model=learning_spec.get("model", "beta"),
             prior_weight=float(learning_spec.get("prior_weight", 10)),

@@ -379,6 +379,11 @@ _PATTERN_WORDS = {
     "^[^:]+:[0-9]{1,5}$": "must be host:port",
     "^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$": "must be host:port (an IPv6 host in brackets)",
     "^https?://[^/*]+$": "must be an origin such as https://example.com (no path, no '*')",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$": "must be a container name: letters, digits, '_', '.' and '-', starting with a"
+    " letter or digit",
+    "^/[^\\u0000]*[^/]$": "must be the absolute path of a program, such as /usr/bin/systemctl",
+    "^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$": "must be a host name or address, optionally with"
+    " :port (an IPv6 address in brackets)",
 }
 _YAML_BOOLEAN_HINT = " (YAML reads unquoted yes/no/on/off/true/false as booleans; quote it)"
 
