@@ -99,30 +99,27 @@ def _decode(data: bytes, path: str) -> str:
 
 
 def _edit(action: Action, text: str) -> TextEdit:
+    # here, not at the top, only while another change to this module is in flight
+    from .values import adjusted, number_of
+
     fmt = format_of(action.file)  # type: ignore[union-attr]
     if isinstance(action, Adjust):
+        step = (action.op, action.amount, action.minimum, action.maximum, action.round_to)
+        if action.regex is not None:
 
-        def compute(span: Span) -> str:
-            old = parse_number(span.text)
-            new = adjust_value(old, action.op, action.amount, action.minimum, action.maximum, action.round_to)
-            return format_number(new, span.text)
+            def compute(span: Span) -> str:
+                return format_number(adjust_value(parse_number(span.text), *step), span.text)
 
-        return edit_value(text, fmt, key=action.key, regex=action.regex, compute=compute)
+            return edit_value(text, fmt, key=None, regex=action.regex, compute=compute)
+
+        def intend(span: Span) -> int | float | str:
+            # from the value as the format reads it (YAML 0x10 is 16), typed like it
+            return adjusted(adjust_value(number_of(span), *step), span)
+
+        return edit_value(text, fmt, key=action.key, regex=None, intend=intend)
     if isinstance(action, SetValue):
-
-        def literal(span: Span) -> str:
-            v = action.value
-            if isinstance(v, bool):
-                return "true" if v else "false"
-            if isinstance(v, int):
-                return str(v)
-            if isinstance(v, float):
-                return format_number(v, span.text)
-            if not span.quoted and fmt in ("json", "toml"):
-                raise EditError(f"setting a string on an unquoted {fmt} value would change its type")
-            return str(v)
-
-        return edit_value(text, fmt, key=action.key, regex=None, compute=literal)
+        value = action.value  # typed as the playbook's YAML gave it: str, int, float or bool
+        return edit_value(text, fmt, key=action.key, regex=None, intend=lambda span: value)
     if isinstance(action, Replace):
         return replace_text(text, action.regex, action.with_)
     raise ActionError(f"{type(action).__name__} is not a file action")

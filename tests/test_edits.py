@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+import yaml
+from dotenv import dotenv_values
+from suture.engine.actions import plan_fix
 from suture.engine.edits import (
     adjust_value,
     edit_value,
@@ -11,6 +16,7 @@ from suture.engine.edits import (
     replace_text,
 )
 from suture.engine.errors import AtBound, EditError
+from suture.engine.playbook import Adjust, SetValue, Where
 
 
 def _times(factor):
@@ -55,9 +61,10 @@ def test_yaml_edit_changes_only_the_value_bytes():
 
 def test_yaml_quoted_number_keeps_its_quotes():
     """A number written as a quoted string stays quoted."""
-    edit = edit_value(YAML, "yaml", key="upstream.anchors.backoff", regex=None, compute=_times(2))
+    text = YAML.replace("    copy: *defaults\n", "")  # an alias would change with it: see the anchor tests
+    edit = edit_value(text, "yaml", key="upstream.anchors.backoff", regex=None, compute=_times(2))
     assert '"3.0"' in edit.text
-    _only_value_changed(YAML, edit.text, "1.5", "3.0")
+    _only_value_changed(text, edit.text, "1.5", "3.0")
 
 
 def test_yaml_list_index_in_key():
@@ -144,3 +151,95 @@ def test_replace_inserts_a_literal_never_a_backreference():
     """`with` is literal: \\1 and $(id) are written as they are."""
     edit = replace_text("mode = fast\n", r"mode = \w+", r"mode = \1 $(id)")
     assert edit.text == "mode = \\1 $(id)\n"
+
+
+# --- regressions: the new document is read by the real parser (issue 12 item 1) --------
+
+
+def _fix(tmp_path, name: str, text: str, **action):
+    """Plan one adjust (``multiply``/``add``) or set (``value``) on a file holding ``text``."""
+    (tmp_path / name).write_bytes(text.encode())
+    at = Where(file="playbook.yaml", line=1, path="fix[0]")
+    if "value" in action:
+        act = SetValue(file=name, at=at, **action)
+    else:
+        op = "multiply" if "multiply" in action else "add"
+        act = Adjust(file=name, key=action.pop("key"), op=op, amount=action.pop(op), at=at, **action)
+    plan = plan_fix([act], target_root=tmp_path, allowed=[tmp_path])
+    if not plan.files:
+        return text, ()
+    return plan.files[0].after.decode(), plan.changes
+
+
+def test_yaml_anchor_before_a_value_on_the_next_line_stays(tmp_path):
+    """`timeout: &t` then the value on the next line: the value changes, the anchor stays, the journal is true."""
+    after, changes = _fix(tmp_path, "s.yaml", "timeout: &t\n  5\n", key="timeout", multiply=2)
+    assert after == "timeout: &t\n  10\n"
+    assert [(c.old, c.new) for c in changes] == [("5", "10")]
+
+
+def test_yaml_comment_after_an_anchor_is_kept(tmp_path):
+    """A comment between the anchor and the value is not part of the value."""
+    after, _ = _fix(tmp_path, "s.yaml", "a: &m # keep me\n  5\n", key="a", multiply=2)
+    assert after == "a: &m # keep me\n  10\n"
+
+
+def test_yaml_value_used_through_an_alias_is_refused(tmp_path):
+    """Changing an anchored value would change its aliases too: refused, saying where."""
+    with pytest.raises(EditError, match=r"anchored \(&t\) and also used at other: changing it would change 2 places"):
+        _fix(tmp_path, "s.yaml", "timeout: &t\n  5\nother: *t\n", key="timeout", multiply=2)
+
+
+@pytest.mark.parametrize("value", ["off", "yes", "null", "foo # bar"])
+def test_yaml_string_the_resolver_reads_otherwise_is_quoted(tmp_path, value):
+    """A string that bare would read back as a bool, null or a shorter string is written quoted."""
+    after, _ = _fix(tmp_path, "s.yaml", "a: x\n", key="a", value=value)
+    assert (after, yaml.safe_load(after)) == (f"a: '{value}'\n", {"a": value})
+
+
+def test_yaml_small_float_is_written_as_a_yaml_float(tmp_path):
+    """0.0002 * 0.25 is written 5.0e-05 (PyYAML reads 5e-05 as a string)."""
+    after, _ = _fix(tmp_path, "s.yaml", "a: 0.0002\n", key="a", multiply=0.25)
+    assert (after, yaml.safe_load(after)) == ("a: 5.0e-05\n", {"a": 5e-05})
+
+
+@pytest.mark.parametrize("text, expected", [("a:", "a: 5"), ("a: ", "a: 5"), ("a:\n", "a: 5\n")])
+def test_yaml_empty_value_at_the_end_can_be_set(tmp_path, text, expected):
+    """An empty value, even at the end of a file without a newline, is set after one space."""
+    assert _fix(tmp_path, "s.yaml", text, key="a", value=5)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [("s.yaml", "a: 1\nb: " + "[" * 1000 + "]" * 1000 + "\n"), ("s.json", '{"a": 1, "b": ' + "[" * 100_000 + "]" * 100_000 + "}")],
+)
+def test_deep_nesting_is_an_edit_error(tmp_path, name, text):
+    """A document nested too deep for the parser is refused with the reason, not a RecursionError."""
+    with pytest.raises(EditError, match="nesting is too deep"):
+        _fix(tmp_path, name, text, key="a", value=2)
+
+
+@pytest.mark.parametrize("special", ["NaN", "Infinity", "-Infinity"])
+def test_json_special_numbers_elsewhere_do_not_stop_an_edit(tmp_path, special):
+    """json.loads accepts NaN and Infinity, so the scanner does too."""
+    after, _ = _fix(tmp_path, "s.json", f'{{"a": {special}, "b": 1}}', key="b", value=2)
+    assert after == f'{{"a": {special}, "b": 2}}'
+
+
+def test_ini_value_is_the_whole_rest_of_the_line(tmp_path):
+    """configparser reads `hello world` whole, so the whole of it is replaced."""
+    after, changes = _fix(tmp_path, "s.ini", "[s]\nx = hello world\n", key="s.x", value="x")
+    assert (after, [(c.old, c.new) for c in changes]) == ("[s]\nx = x\n", [("hello world", "x")])
+
+
+def test_env_string_with_a_blank_is_quoted(tmp_path):
+    """A value that is not a plain word is written in double quotes."""
+    after, _ = _fix(tmp_path, ".env", "A=x\n", key="A", value="two words")
+    assert (after, dotenv_values(stream=io.StringIO(after))) == ('A="two words"\n', {"A": "two words"})
+
+
+def test_toml_multiline_string_holding_a_header_is_not_a_table(tmp_path):
+    """A `[b]` line inside a \"\"\" string is text, not the table b."""
+    text = 'a = """\n[b]\nx = 1\n"""\n[b]\nx = 2\n'
+    after, _ = _fix(tmp_path, "s.toml", text, key="b.x", multiply=2)
+    assert after == 'a = """\n[b]\nx = 1\n"""\n[b]\nx = 4\n'
