@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .confine import Refused, container_problem, resolve_command, webhook_problem
 from .documents import Document, PathKey, read_document, render_path, schema_problems
 from .errors import DocumentError, PathRefused, Problem
 from .paths import relative_problem, resolve_target
@@ -187,6 +188,9 @@ class _Builder:
     def action(self, node: dict[str, Any], path: PathKey) -> Action | None:
         (kind, body), = node.items()
         here = (*path, kind)
+        if path[0] == "on_rollback" and kind in _FILE_ACTION_KEYS:
+            self.problem(here, f"on_rollback runs after the fix's files are restored, so a '{kind}' there has nothing"
+                         " to do; use restart, stop, exec or notify", key=True)
         if "file" in body:
             problem = relative_problem(body["file"])
             if problem:
@@ -469,12 +473,34 @@ def _check_refs(pb: Playbook, doc: Document, config: Config) -> list[Problem]:
                 message = _unknown("probe", leaf.name, config.probes, config)
                 problems.append(doc.problem((*at, "name"), message))
     for action in (*pb.fix, *pb.on_rollback):
-        if isinstance(action, FILE_ACTIONS):
-            try:
-                resolve_target(config.target_root, config.allowed_paths, action.file)
-            except PathRefused as exc:
-                problems.append(doc.problem((*_path_of(action.at), "file"), str(exc)))
+        problem = _confinement_problem(action, config)
+        if problem is not None:
+            field, message = problem
+            problems.append(doc.problem((*_path_of(action.at), *field), message))
     return problems
+
+
+def _confinement_problem(action: Action, config: Config) -> tuple[PathKey, str] | None:
+    """(the field at fault, why) when ``action`` reaches outside what the config allows (engine.confine)."""
+    if isinstance(action, FILE_ACTIONS):
+        try:
+            resolve_target(config.target_root, config.allowed_paths, action.file)
+        except PathRefused as exc:
+            return ("file",), str(exc)
+        return None
+    if isinstance(action, (Restart, Stop)) and action.container is not None:
+        message = container_problem(config, action.container)
+        return (("container",), message) if message else None
+    if isinstance(action, Exec):
+        try:
+            resolve_command(config, action.argv[0])
+        except Refused as exc:
+            return ("argv", 0), str(exc)
+        return None
+    if isinstance(action, Notify):
+        message = webhook_problem(config, action.webhook)
+        return (("webhook",), message) if message else None
+    return None
 
 
 def _unknown(what: str, name: str, known: Mapping[str, object], config: Config) -> str:
@@ -489,6 +515,7 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+_FILE_ACTION_KEYS = ("adjust", "set", "replace", "restore")
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 from suture.engine.config import Config
+from suture.engine.confine import CHILD_PATH, Refused, container_problem, resolve_command, webhook_problem
 from suture.engine.errors import ActionError
 from suture.engine.paths import relative_problem
 from suture.engine.playbook import FILE_ACTIONS, Action, Exec, Notify, Restart, Stop
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("suture.effects")
 
-CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TAIL_BYTES = 4096
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PIDFILE = re.compile(rb"[0-9]{1,10}\n?")
@@ -228,6 +228,7 @@ class Effects:
         self._own_notifier = False
 
     def run(self, action: Action, context: Mapping[str, Any]) -> str:
+        """Carry ``action`` out, checked again against the allowlists (a playbook passed them when it loaded)."""
         if isinstance(action, Restart):
             if action.container:
                 return self.restart_container(action.container)
@@ -266,6 +267,7 @@ class Effects:
     def restart_container(self, name: str) -> str:
         """Restart through the Engine API, then wait (bounded) until it runs again with a new start time."""
         what = f"cannot restart container {name}"
+        self._allowed_container(name)
         client = self.docker()
         try:
             container = client.containers.get(name)
@@ -293,6 +295,7 @@ class Effects:
 
     def stop_container(self, name: str, timeout: float) -> str:
         """Stop through the Engine API (the engine's restart policy leaves a stopped container alone)."""
+        self._allowed_container(name)
         try:
             container = self.docker().containers.get(name)
             was, _, _ = state_of(container.attrs)
@@ -347,11 +350,17 @@ class Effects:
 
     # -- exec --
 
+    def _allowed_container(self, name: str) -> None:
+        problem = container_problem(self.config, name)
+        if problem:
+            raise Refused(problem)
+
     def exec(self, action: Exec, context: Mapping[str, Any]) -> str:
         name = action.argv[0]
+        program = resolve_command(self.config, name)  # what is checked is what runs: never looked up again
         try:
             result = run_program(
-                action.argv,
+                (program, *action.argv[1:]),
                 cwd=self.config.target_root,
                 env=child_env(context),
                 timeout=action.timeout,
@@ -381,6 +390,9 @@ class Effects:
 
     def notify(self, webhook: str, context: Mapping[str, Any]) -> str:
         """Queue a JSON event for ``webhook``; never waits on the network, never fails the fix for it."""
+        problem = webhook_problem(self.config, webhook)
+        if problem:
+            raise Refused(problem)
         event = {
             "source": "suture",
             "kind": "rollback" if context.get("rollback") else "fix",

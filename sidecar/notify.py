@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from suture.engine.confine import address_problem
+
 log = logging.getLogger("suture.notify")
 
 USER_AGENT = "suture"
@@ -211,8 +213,12 @@ class Notifier:
         timeout = self.timeout
         if self._stop.is_set():
             timeout = max(0.05, min(timeout, self._deadline - time.monotonic()))
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = _checked_address(host, port)
         conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout)
+        conn = conn_cls(host, port, timeout=timeout)
+        _pin(conn, address)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Connection": "close"}
         with self._lock:
@@ -234,6 +240,40 @@ class Notifier:
         if resp.status == 429 or resp.status >= 500:
             raise _Retry(f"HTTP {resp.status}")
         raise _GiveUp(f"HTTP {resp.status}")
+
+
+def _checked_address(host: str, port: int) -> str:
+    """The address to connect to for ``host``: resolved once here, refused if link-local or a metadata service.
+
+    The connection then goes to this address (pinned), so a name that resolves elsewhere a moment later
+    (DNS rebinding) cannot move it.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise _Retry(f"cannot resolve {host}: {exc}") from exc
+    problems = []
+    for *_, sockaddr in infos:
+        address = str(sockaddr[0])
+        problem = address_problem(address, host)
+        if problem is None:
+            return address
+        problems.append(problem)
+    raise _GiveUp("; ".join(problems) or f"{host} resolved to nothing")
+
+
+def _pin(conn: http.client.HTTPConnection, address: str) -> None:
+    """Make ``conn`` connect to ``address``; its Host header (and TLS server name) stay the URL's host.
+
+    ``_create_connection`` is http.client's own hook for making the socket (set per connection in its
+    ``__init__``); HTTPSConnection wraps what it returns with ``server_hostname=self.host``, so the
+    certificate is still checked against the URL's host.
+    """
+
+    def create(target: tuple[str, int], timeout: Any = None, source_address: Any = None) -> socket.socket:
+        return socket.create_connection((address, target[1]), timeout, source_address)
+
+    conn._create_connection = create  # type: ignore[attr-defined]
 
 
 def _safe(url: str) -> str:

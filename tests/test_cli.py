@@ -187,7 +187,7 @@ def test_check_says_which_engine_matches_each_pattern(demo):
     """A pattern hyperscan cannot run alone (it matches the empty line) is named, with its engine."""
     (demo / "playbooks" / "empty.yaml").write_text(
         "id: empty-lines\nwhen: {log: {source: app, pattern: '^$', at_least: 100, within: 1m}}\nconfidence: 10\n"
-        "mode: shadow\nfix: [{notify: {webhook: 'http://127.0.0.1:9/x'}}]\n"
+        "mode: shadow\nfix: [{restore: {file: config/settings.yaml}}]\n"
         "validate: {window: 1m, expect: [{log: {source: app, pattern: 'x'}}]}\n"
     )
     result = suture("check", "--config", str(demo / "suture.yaml"))

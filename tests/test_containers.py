@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import docker
 import docker.errors
 import pytest
 import requests.exceptions
+from suture.engine.confine import CHILD_PATH
 from suture.sidecar.sources.containers import (
     ContainerState,
     ContainerStats,
@@ -298,6 +300,7 @@ def test_a_container_metric_condition_fires_in_the_sidecar(
         extra=f"""
         metrics: {{interval: 200ms}}
         docker: {{url: "{docker_url}"}}
+        allowed_commands: [{shutil.which("true", path=CHILD_PATH)}]
         """,
     )
     (config.playbooks / "busy.yaml").write_text(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 from suture.engine.actions import EffectRunner
 from suture.engine.backup import BackupStore
 from suture.engine.config import Config
+from suture.engine.confine import CHILD_PATH
 from suture.engine.decide import decide
 from suture.engine.errors import ActionError
 from suture.engine.executor import Executor, FixRun, Outcome
@@ -51,6 +54,19 @@ HOSTILE = [
 DUMP = "import json, os, sys; json.dump({'argv': sys.argv, 'env': dict(os.environ), 'cwd': os.getcwd()}, open('saw.json', 'w'))"
 
 
+# The one container these tests act on (made and removed by each test), and the programs they run:
+# what the config of this module allows (engine.confine refuses anything else).
+CONTAINER = f"suture-test-effects-{secrets.token_hex(3)}"
+PROGRAMS = (sys.executable, "/no/such/program", *(shutil.which(p, path=CHILD_PATH) or p for p in ("sh", "cat", "printf")))
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    """The shared test config, allowing this module's container, programs and the local webhook host."""
+    return dataclasses.replace(config, allowed_containers=frozenset({CONTAINER, "suture-test-absent", "app"}),
+                               allowed_commands=PROGRAMS, notify_allowed_hosts=("127.0.0.1",))
+
+
 def exec_(*argv: str, timeout: float = 10.0) -> Exec:
     return Exec(argv=argv, timeout=timeout, at=AT)
 
@@ -76,7 +92,7 @@ def test_restart_brings_a_container_back_with_a_new_start(
     make_container: MakeContainer,
 ) -> None:
     """A running container is restarted and seen running again, with a new start time."""
-    container = make_container()
+    container = make_container(name=CONTAINER)
     before = container.attrs["State"]["StartedAt"]
     message = engine_effects.run(Restart(container=container.name, at=AT), FIX)
     container.reload()
@@ -86,7 +102,7 @@ def test_restart_brings_a_container_back_with_a_new_start(
 
 def test_restart_starts_an_exited_container(engine_effects: Effects, make_container: MakeContainer) -> None:
     """A stopped container is started by a restart."""
-    container = make_container()
+    container = make_container(name=CONTAINER)
     container.stop(timeout=2)
     message = engine_effects.run(Restart(container=container.name, at=AT), FIX)
     assert "(was exited, now running" in message
@@ -96,7 +112,7 @@ def test_stop_ends_a_crash_loop_its_restart_policy_would_continue(
     engine_effects: Effects, make_container: MakeContainer
 ) -> None:
     """A container with restart policy `always` stays stopped after `stop`."""
-    container = make_container(restart_policy={"Name": "always"})
+    container = make_container(name=CONTAINER, restart_policy={"Name": "always"})
     message = engine_effects.run(Stop(container=container.name, timeout=1, at=AT), FIX)
     assert message == f"stopped container {container.name} (was running)"
     time.sleep(1.5)
@@ -121,7 +137,7 @@ def test_restart_the_engine_refuses_is_an_action_error(
     make_container: MakeContainer,
 ) -> None:
     """The engine cannot start the container (its program is missing): ActionError with the engine's reason."""
-    container = make_container(["/no/such/program"], start=False)
+    container = make_container(["/no/such/program"], name=CONTAINER, start=False)
     with pytest.raises(ActionError, match=r"the container engine refused \(HTTP 500\).*no/such/program"):
         engine_effects.run(Restart(container=container.name, at=AT), FIX)
 
@@ -132,7 +148,7 @@ def test_restart_uses_docker_url_from_the_config(
     make_container: MakeContainer,
 ) -> None:
     """Without an injected client, Effects connects to ``docker.url`` on first use."""
-    container = make_container()
+    container = make_container(name=CONTAINER)
     runner = Effects(dataclasses.replace(config, docker_url=docker_url), env={})
     try:
         assert "now running" in runner.run(Restart(container=container.name, at=AT), FIX)
@@ -142,7 +158,7 @@ def test_restart_uses_docker_url_from_the_config(
 
 def test_restart_falls_back_to_docker_host(config: Config, docker_url: str, make_container: MakeContainer) -> None:
     """With no ``docker.url``, DOCKER_HOST from the injected environment is used."""
-    container = make_container()
+    container = make_container(name=CONTAINER)
     runner = Effects(config, env={"DOCKER_HOST": docker_url})
     try:
         assert "now running" in runner.run(Restart(container=container.name, at=AT), FIX)

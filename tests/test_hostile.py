@@ -21,7 +21,7 @@ ARGV_DUMP = "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps({'arg
 
 @pytest.fixture
 def world(tmp_path, target, running):
-    config = write_config(tmp_path, target)
+    config = write_config(tmp_path, target, extra=f"allowed_commands: [{json.dumps(sys.executable)}]\n")
     dump = tmp_path / "argv.json"
     (config.playbooks / "hostile.yaml").write_text(dedent(f"""
         id: hostile
@@ -57,7 +57,7 @@ def test_hostile_text_from_a_log_line_never_reaches_argv_env_path_or_shell(world
 
 def test_a_50_kib_line_and_a_backtracking_pattern_do_not_stall_the_sidecar(tmp_path, target, running):
     """A catastrophic pattern on a hostile line is cut by the match timeout; the next line still counts."""
-    config = write_config(tmp_path, target)
+    config = write_config(tmp_path, target, extra="notify: {allowed_hosts: [127.0.0.1]}\n")
     (config.playbooks / "slow.yaml").write_text(dedent("""
         id: slow-pattern
         when: {log: {source: app, pattern: '(a+)+$', at_least: 1}}
