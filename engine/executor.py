@@ -19,9 +19,11 @@ when the judge reaches a verdict. Time is always an argument.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,9 +34,9 @@ from .actions import EffectRunner, FilePlan, Plan, plan_fix
 from .backup import BackupStore, FileRecord, Manifest, atomic_write, read_nofollow, sha256_bytes
 from .config import Config
 from .decide import Decision
-from .errors import ActionError, AtBound, BackupError, Conflict, PathRefused
+from .errors import ActionError, AtBound, BackupError, Conflict, PathRefused, SutureError
 from .paths import resolve_target
-from .playbook import Playbook
+from .playbook import Action, Playbook, action_as_json, action_from_json
 from .store import FAILURE, Store
 from .validation import Judge, Verdict
 
@@ -73,6 +75,19 @@ class Outcome:
     detail: str
     backup_id: str | None = None
     suspended: bool = False  # this outcome suspended the playbook (max_attempts reached)
+
+
+@dataclass(slots=True)
+class Restored:
+    """What a rollback did: files put back, files someone else changed, files whose restore raised."""
+
+    restored: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class RollbackIncomplete(SutureError):
+    """A restore raised: the file still holds what suture wrote (the fix ends failed, saying which)."""
 
 
 class Executor:
@@ -152,21 +167,33 @@ class Executor:
             pb, decision, now=now, facts=facts, errors_before=errors_before,
             proposal_id=proposal_id, approved_by=approved_by,
         )
-        if decision.verdict != "apply":
-            status = {"propose": "proposed", "shadow": "shadow", "skip": "skipped"}[decision.verdict]
-            detail = decision.reason
-            if decision.verdict in ("propose", "shadow"):
-                try:
-                    plan = self._plan(pb)
-                    self.store.update(fix_id, changes=[c.as_json() for c in plan.changes])
-                    detail = f"{decision.reason}; would {_summary(plan)}"
-                except ActionError as exc:
-                    detail = f"{decision.reason}; no fix possible now: {exc}"
-            self.store.finish(fix_id, status, now, detail=detail)
-            return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail)
-        return self._apply(fix_id, pb, decision, now=now, errors_before=errors_before)
+        try:
+            if decision.verdict != "apply":
+                return self._record_only(fix_id, pb, decision, now)
+            return self._apply(fix_id, pb, decision, now=now, errors_before=errors_before)
+        except Exception as exc:  # a bug, or an input nobody foresaw: it ends this fix, never the sidecar
+            return self.crashed(fix_id, pb, "applying the fix", exc, now)
+
+    def _record_only(self, fix_id: str, pb: Playbook, decision: Decision, now: float) -> Outcome:
+        """propose / shadow / skip: say what the fix would change, touch nothing."""
+        status = {"propose": "proposed", "shadow": "shadow", "skip": "skipped"}[decision.verdict]
+        detail = decision.reason
+        if decision.verdict in ("propose", "shadow"):
+            try:
+                plan = self._plan(pb)
+                self.store.update(fix_id, changes=[c.as_json() for c in plan.changes])
+                detail = f"{decision.reason}; would {_summary(plan)}"
+            except ActionError as exc:
+                detail = f"{decision.reason}; no fix possible now: {exc}"
+            except Exception as exc:  # planning only reads: a failure here changes nothing
+                log.exception("%s: planning failed", fix_id)
+                self.store.step(fix_id, "error", now, _error_detail("planning the fix", exc))
+                detail = f"{decision.reason}; no fix possible now: internal error while planning: {_brief(exc)}"
+        self.store.finish(fix_id, status, now, detail=detail)
+        return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail)
 
     def _plan(self, pb: Playbook) -> Plan:
+        self._hook("plan", pb.id)
         return plan_fix(pb.fix, target_root=self.config.target_root, allowed=self.config.allowed_paths,
                         last_good=self.last_good)
 
@@ -207,7 +234,9 @@ class Executor:
             "planned",
             now,
             {"files": [{"path": f.path, "real": str(f.real), "pre": f.pre_sha, "post": f.post_sha} for f in plan.files],
-             "effects": [a.describe() for a in plan.effects]},
+             "effects": [a.describe() for a in plan.effects],
+             # what a rollback runs after the restore, so recovery after a crash can run it too
+             "on_rollback": [action_as_json(a) for a in pb.on_rollback]},
         )
         self._hook("after_intent", fix_id)
         manifest = None
@@ -234,6 +263,7 @@ class Executor:
             self.store.step(fix_id, "backed_up", now, {"backup_id": manifest.id})
             self._hook("after_backup", fix_id)
         written: list[FilePlan] = []
+        attempted = 0  # effects started: one that failed half way may still have changed something
         try:
             for fp in plan.files:
                 self._write(fp)
@@ -245,14 +275,23 @@ class Executor:
             for action in plan.effects:
                 if self.effects is None:
                     raise ActionError(f"cannot {action.describe()}: no effect runner in this context")
+                self.store.step(fix_id, "effect_started", now, {"action": action.describe()})
+                self._hook("before_effect", fix_id, action)
+                attempted += 1
                 result = self.effects.run(action, context)
                 self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
-        except (ActionError, BackupError, OSError) as exc:
-            reason = f"apply failed: {exc}"
-            log.warning("%s: %s", fix_id, reason)
-            status = self._undo(fix_id, pb, plan, manifest, now, reason, only=[f.path for f in written])
+            judge = Judge(pb.validate, now)
+        except Exception as exc:
+            expected = isinstance(exc, (ActionError, BackupError, OSError))
+            reason = f"apply failed: {exc}" if expected else f"apply failed: internal error: {_brief(exc)}"
+            if expected:
+                log.warning("%s: %s", fix_id, reason)
+            else:
+                log.exception("%s: apply failed", fix_id)
+                self.store.step(fix_id, "error", now, _error_detail("applying the fix", exc))
+            status = self._undo(fix_id, pb, plan, manifest, now, reason, only=[f.path for f in written],
+                                touched=bool(written) or attempted > 0)
             return self._final(fix_id, pb, "failed" if status != "conflict" else "conflict", now, reason)
-        judge = Judge(pb.validate, now)
         self.store.update(fix_id, status="validating")
         self.store.step(fix_id, "validating", now, {"until": judge.ends_at, "settle_until": judge.opens_at})
         self._hook("validating", fix_id)
@@ -285,7 +324,14 @@ class Executor:
     # -- ending a fix --
 
     def settle(self, run: FixRun, verdict: Verdict, now: float) -> Outcome:
-        """Commit a passed fix; roll back a breached, failed or inconclusive one."""
+        """Commit a passed fix; roll back a breached, failed or inconclusive one. Always ends the fix."""
+        try:
+            self._hook("settle", run.fix_id)
+            return self._settle(run, verdict, now)
+        except Exception as exc:
+            return self.crashed(run.fix_id, run.playbook, "judging or rolling back the fix", exc, now)
+
+    def _settle(self, run: FixRun, verdict: Verdict, now: float) -> Outcome:
         errors_after = run.judge.errors_after()
         measured = run.judge.measured()
         self.store.step(run.fix_id, "verdict", now, {"state": verdict.state, "reason": verdict.reason,
@@ -307,34 +353,58 @@ class Executor:
 
     def _undo(
         self, fix_id: str, pb: Playbook, plan: Plan, manifest: Manifest | None, now: float, reason: str,
-        only: list[str] | None = None,
+        only: list[str] | None = None, touched: bool = True,
     ) -> str:
-        """Restore every written file that still holds what suture wrote; report conflicts."""
+        """Restore every written file that still holds what suture wrote; report conflicts.
+
+        ``on_rollback`` runs only if the fix ``touched`` something (wrote a file or started an effect).
+        """
         self.store.update(fix_id, status="rolling_back")
         self.store.step(fix_id, "rolling_back", now, {"reason": reason})
         self._hook("rolling_back", fix_id)
-        conflicts = []
-        restored = 0
+        done = Restored()
         if manifest is not None:
             post = {f.path: f.post_sha for f in plan.files}
-            for record in manifest.files:
-                if only is not None and record.path not in only:
-                    continue
-                state = self._restore_one(record, post.get(record.path))
-                if state == "conflict":
-                    conflicts.append(record.path)
-                elif state == "restored":
-                    restored += 1
-        for action in pb.on_rollback:
-            if self.effects is not None:
-                try:
-                    result = self.effects.run(action, {"fix_id": fix_id, "playbook_id": pb.id, "rollback": True})
-                    self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
-                except ActionError as exc:
-                    self.store.step(fix_id, "effect_failed", now, {"action": action.describe(), "error": str(exc)})
-        if conflicts:
+            done = self._restore_all(fix_id, [r for r in manifest.files if only is None or r.path in only], post, now)
+        if touched:
+            self._run_on_rollback(fix_id, pb.id, pb.on_rollback, now)
+        if done.conflicts:
             return "conflict"
-        return f"rolled back ({restored} file(s) restored, verified by sha256)"
+        if done.failed:
+            raise RollbackIncomplete("rollback incomplete: " + "; ".join(done.failed))
+        return f"rolled back ({done.restored} file(s) restored, verified by sha256)"
+
+    def _restore_all(self, fix_id: str, records: list[FileRecord], post: Mapping[str, str], now: float) -> Restored:
+        """Put back each file that holds what suture wrote; say which were changed by others or failed."""
+        done = Restored()
+        for record in records:
+            try:
+                state = self._restore_one(record, post.get(record.path))
+            except Exception as exc:  # the file still holds one whole image (writes are atomic)
+                log.error("%s: restoring %s failed", fix_id, record.path, exc_info=exc)
+                self.store.step(fix_id, "restore_failed", now, {"path": record.path, **_error_detail("restoring", exc)})
+                done.failed.append(f"{record.path} still holds what suture wrote (restore failed: {_brief(exc)})")
+                continue
+            if state == "conflict":
+                done.conflicts.append(record.path)
+            elif state == "restored":
+                done.restored += 1
+        return done
+
+    def _run_on_rollback(self, fix_id: str, playbook_id: str, actions: tuple[Action, ...], now: float) -> None:
+        """Carry out ``on_rollback`` after a restore; each result (or why it could not run) is journaled."""
+        for action in actions:
+            if self.effects is None:
+                self.store.step(fix_id, "effect_failed", now, {"action": action.describe(),
+                                                               "error": "no effect runner in this context"})
+                continue
+            try:
+                result = self.effects.run(action, {"fix_id": fix_id, "playbook_id": playbook_id, "rollback": True})
+                self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
+            except Exception as exc:
+                if not isinstance(exc, ActionError):
+                    log.exception("%s: on_rollback %s failed", fix_id, action.describe())
+                self.store.step(fix_id, "effect_failed", now, {"action": action.describe(), "error": _brief(exc)})
 
     def _restore_one(self, record: FileRecord, post_sha: str | None) -> str:
         real = Path(record.real)
@@ -409,54 +479,112 @@ class Executor:
             self.store.step(manifest.fix_id, "manual_rollback", now, {"backup_id": backup_id, "restored": done, "force": force})
         return done
 
-    # -- start-up recovery --
+    # -- a fix that raised, and start-up recovery: both driven to a final state from the journal --
+
+    def crashed(self, fix_id: str, pb: Playbook, stage: str, exc: Exception, now: float) -> Outcome:
+        """End a fix whose step raised: journal the error, restore what it wrote, run on_rollback, mark it failed.
+
+        Whatever raised, every target still holds a whole pre- or post-image (writes are atomic), so the
+        journal and the files' hashes say what to put back, exactly as after a crash and restart.
+        """
+        log.error("%s (%s): internal error while %s", fix_id, pb.id, stage, exc_info=exc)
+        why = f"internal error while {stage}: {_brief(exc)}"
+        try:
+            self.store.step(fix_id, "error", now, _error_detail(stage, exc))
+            row = self.store.fix(fix_id)
+            if row is None or row.get("finished_at") is not None:
+                return Outcome(fix_id=fix_id, playbook_id=pb.id, status=str((row or {}).get("status", "failed")),
+                               detail=why)
+            status, detail = self._undo_from_journal(row, now, why)
+            return self._final(fix_id, pb, status, now, detail)
+        except Exception as again:  # the history itself fails (disk full?): say so, keep the sidecar going
+            log.error("%s: cannot record the end of the fix: %s", fix_id, _brief(again), exc_info=again)
+            with contextlib.suppress(Exception):
+                self.store.finish(fix_id, "failed", now, detail=why)
+            return Outcome(fix_id=fix_id, playbook_id=pb.id, status="failed", detail=why)
 
     def recover(self, now: float) -> list[Outcome]:
         """Drive every unfinished fix to a final state (run before sources start)."""
         outcomes = []
         for row in self.store.unfinished():
             fix_id = row["id"]
-            steps = {s["step"]: s for s in self.store.steps(fix_id)}
-            pb_id = row["playbook_id"]
-            if "planned" in steps:
-                for entry in json.loads(steps["planned"]["detail"])["files"]:
-                    _remove_stale_temp(Path(entry["real"]))
-            if "backed_up" not in steps:
-                detail = "interrupted before any file was changed"
-                self.store.finish(fix_id, "failed", now, detail=detail)
-                outcomes.append(Outcome(fix_id=fix_id, playbook_id=pb_id, status="failed", detail=detail))
-                continue
-            planned = json.loads(steps["planned"]["detail"])
-            post = {f["path"]: f["post"] for f in planned["files"]}
+            steps = {s["step"] for s in self.store.steps(fix_id)}
+            was = "validation window cut short" if "validating" in steps else f"interrupted at {row['status']}"
+            try:
+                self.store.step(fix_id, "recovering", now, {"last_step": row["status"]})
+                status, detail = self._undo_from_journal(row, now, was, restarted=True)
+            except Exception as exc:
+                log.error("%s: recovery failed", fix_id, exc_info=exc)
+                status, detail = "conflict", f"{was}; recovery failed ({_brief(exc)}); files left for a person"
+            self.store.finish(fix_id, status, now, detail=detail)
+            outcomes.append(Outcome(fix_id=fix_id, playbook_id=row["playbook_id"], status=status, detail=detail,
+                                    backup_id=row.get("backup_id")))
+        return outcomes
+
+    def _undo_from_journal(self, row: Mapping[str, Any], now: float, was: str, *, restarted: bool = False
+                           ) -> tuple[str, str]:
+        """Put back every file that holds what the journal says suture wrote; run on_rollback. (status, detail)"""
+        fix_id = row["id"]
+        steps = self.store.steps(fix_id)
+        names = {s["step"] for s in steps}
+        planned = next((json.loads(s["detail"]) for s in steps if s["step"] == "planned"), None)
+        for entry in (planned or {}).get("files", []):
+            _remove_stale_temp(Path(entry["real"]))
+        touched = bool(names & {"applied", "effect", "effect_started"})
+        done = Restored()
+        if "backed_up" in names and row.get("backup_id"):
             try:
                 manifest = self.backups.load(row["backup_id"])
             except BackupError as exc:
-                detail = f"interrupted; backup unreadable ({exc}); files left for a person"
-                self.store.finish(fix_id, "conflict", now, detail=detail)
-                outcomes.append(Outcome(fix_id=fix_id, playbook_id=pb_id, status="conflict", detail=detail))
-                continue
-            self.store.step(fix_id, "recovering", now, {"last_step": row["status"]})
-            conflicts = []
-            for record in manifest.files:
-                try:
-                    if self._restore_one(record, post.get(record.path)) == "conflict":
-                        conflicts.append(record.path)
-                except (BackupError, OSError) as exc:
-                    conflicts.append(f"{record.path} ({exc})")
-            was = "validation window cut short" if "validating" in steps else f"interrupted at {row['status']}"
-            if conflicts:
-                status, detail = "conflict", f"{was}; changed by someone else: {', '.join(conflicts)}"
-            else:
-                status, detail = "failed", f"{was}; rolled back on restart"
-            self.store.finish(fix_id, status, now, detail=detail)
-            outcomes.append(Outcome(fix_id=fix_id, playbook_id=pb_id, status=status, detail=detail, backup_id=row["backup_id"]))
-        return outcomes
+                return "conflict", f"{was}; backup unreadable ({exc}); files left for a person"
+            post = {f["path"]: f["post"] for f in (planned or {}).get("files", [])}
+            done = self._restore_all(fix_id, list(manifest.files), post, now)
+        if touched:
+            self._run_on_rollback(fix_id, row["playbook_id"], self._journaled_on_rollback(fix_id, planned, now), now)
+        if done.conflicts:
+            return "conflict", f"{was}; changed by someone else: {', '.join(done.conflicts)}"
+        if done.failed:
+            return "failed", f"{was}; rollback incomplete: {'; '.join(done.failed)}"
+        restored = done.restored
+        if not touched and not restored:
+            return "failed", (f"{was}; interrupted before any file was changed" if restarted
+                              else f"{was}; nothing was changed")
+        return "failed", f"{was}; rolled back{' on restart' if restarted else ''}"
+
+    def _journaled_on_rollback(self, fix_id: str, planned: Mapping[str, Any] | None, now: float) -> tuple[Action, ...]:
+        """The on_rollback actions the plan recorded; a step says so when they cannot be known."""
+        if planned is None or "on_rollback" not in planned:
+            self.store.step(fix_id, "on_rollback_unknown", now,
+                            {"reason": "the journal holds no on_rollback actions for this fix (written by an older "
+                                       "suture, or interrupted before its plan); none were run"})
+            return ()
+        actions = []
+        for data in planned["on_rollback"]:
+            try:
+                actions.append(action_from_json(data))
+            except ValueError as exc:
+                self.store.step(fix_id, "effect_failed", now, {"action": str(data.get("kind")),
+                                                               "error": f"cannot read it from the journal: {exc}"})
+        return tuple(actions)
 
 
 def _summary(plan: Plan) -> str:
     parts = [f"change {c.file} {c.target}: {c.old} -> {c.new}" for c in plan.changes]
     parts += [a.describe() for a in plan.effects]
     return "; ".join(parts) if parts else "change nothing"
+
+
+def _brief(exc: BaseException) -> str:
+    """An error in one line: suture's own say what they mean; anything else is named by its type."""
+    text = str(exc) if isinstance(exc, SutureError) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _error_detail(stage: str, exc: BaseException) -> dict[str, Any]:
+    """What the journal keeps of an unexpected error: where it happened and what it said."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return {"stage": stage, "error": _brief(exc), "type": type(exc).__name__, "where": where}
 
 
 def _remove_stale_temp(real: Path) -> None:

@@ -298,6 +298,34 @@ class Notify:
 
 Action = Adjust | SetValue | Replace | Restore | Restart | Stop | Exec | Notify
 FILE_ACTIONS = (Adjust, SetValue, Replace, Restore)
+_ACTION_TYPES: dict[str, type[Action]] = {
+    t.__name__: t for t in (Adjust, SetValue, Replace, Restore, Restart, Stop, Exec, Notify)  # type: ignore[misc]
+}
+
+
+def action_as_json(action: Action) -> dict[str, object]:
+    """An action as JSON data, for the journal: what a fix will do is on record before it starts."""
+    data: dict[str, object] = {"kind": type(action).__name__}
+    for name in action.__dataclass_fields__:
+        value = getattr(action, name)
+        data[name] = {"file": value.file, "line": value.line, "path": value.path} if name == "at" else (
+            list(value) if isinstance(value, tuple) else value)
+    return data
+
+
+def action_from_json(data: dict[str, object]) -> Action:
+    """Back from :func:`action_as_json`; ValueError when the data is not an action this version knows."""
+    fields = dict(data)
+    kind = _ACTION_TYPES.get(str(fields.pop("kind", "")))
+    if kind is None:
+        raise ValueError(f"not an action: {data.get('kind')!r}")
+    at = fields.pop("at", None)
+    try:
+        where = Where(**at) if isinstance(at, dict) else Where(file="journal", line=0, path="")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        return kind(**values, at=where)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ValueError(f"not a {kind.__name__} action: {exc}") from None
 
 
 # --- the playbook ----------------------------------------------------------------------

@@ -43,7 +43,7 @@ from suture.engine.loader import PlaybookSet
 from suture.engine.playbook import ContainerCondition, Playbook, leaves
 from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
 from suture.engine.store import Store
-from suture.engine.validation import Verdict
+from suture.engine.validation import Judge, Verdict
 
 from .effects import Effects
 from .signals import MatcherCache, SignalBoard, Transition
@@ -132,6 +132,8 @@ class Sidecar:
         self.last_check = 0.0
         self.reloads = 0
         self.reload_errors = 0
+        self.core_errors = 0  # exceptions the core survived (see _survive); each is logged with its traceback
+        self.thread_restarts = 0
         self.ready = threading.Event()
         self._threads: list[threading.Thread] = []
         self._catalog_lock = threading.Lock()
@@ -250,14 +252,28 @@ class Sidecar:
                 except queue.Empty:
                     item = None
                 if item is not None:
-                    self._handle(item)
+                    self._survive("handling an observation", self._handle, item)
                 now = self.clock()
                 if now - last_tick >= TICK:
                     last_tick = now
-                    self.tick(now)
+                    self._survive("checking windows and validations", self.tick, now)
         finally:
             self.shutdown()
         return 0
+
+    def _survive(self, what: str, fn: Callable[..., None], *args: Any) -> None:
+        """Run one step of the core; an exception ends that step, never the core (SAFETY 13).
+
+        Fixes end themselves (the executor turns any error into a final state); this is the last
+        line, for a bug in the glue around them: logged with its traceback, counted, alerted.
+        """
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.core_errors += 1
+            log.exception("core         error while %s; carrying on", what)
+            with contextlib.suppress(Exception):
+                self.emit("error", f"internal error while {what}: {type(exc).__name__}: {exc}")
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _Batch):
@@ -278,10 +294,29 @@ class Sidecar:
         elif callable(item):
             item()
 
+    def _judges(self, ask: Callable[[Judge], Verdict | None], now: float | None = None) -> None:
+        """``ask`` every fix in its validation window; a final verdict settles it, a judge that raises fails it."""
+        for run in list(self.runs):
+            try:
+                self._hook("judge", run.fix_id)
+                verdict = ask(run.judge)
+            except Exception as exc:  # a bug in judging says nothing about the fix: it ends failed, rolled back
+                assert self.executor is not None
+                self.runs.remove(run)
+                self._report(self.executor.crashed(run.fix_id, run.playbook, "validating the fix", exc, self.clock()))
+                self._retry_deferred(self.clock())
+                continue
+            if verdict is not None and verdict.final:
+                self._conclude(run, verdict, self.clock() if now is None else now)
+
+    def _hook(self, name: str, *args: Any) -> None:
+        hook = self.hooks.get(name)
+        if hook is not None:
+            hook(*args)
+
     def observe_line(self, line: Line) -> None:
         transitions, matched = self.board.line(line.source, line.text, line.at)
-        for run in self.runs:
-            run.judge.line(line.source, matched, line.at)
+        self._judges(lambda judge: judge.line(line.source, matched, line.at))
         self._trigger_at = line.at
         try:
             for t in transitions:
@@ -298,13 +333,11 @@ class Sidecar:
     def observe_block(self, block: Block) -> None:
         """Many ordinary lines at once: scanned whole; only the lines that match cost Python work."""
         results = self.board.block(block.source, block.data, block.at)
-        for run in self.runs:
-            run.judge.observed(block.source, block.lines, block.at)
+        self._judges(lambda judge: judge.observed(block.source, block.lines, block.at))
         self._trigger_at = block.at
         try:
             for _text, transitions, matched in results:
-                for run in self.runs:
-                    run.judge.matched(block.source, matched, block.at)
+                self._judges(lambda judge: judge.matched(block.source, matched, block.at))  # noqa: B023 (called at once)
                 for t in transitions:
                     self._apply_transition(t)
         finally:
@@ -313,8 +346,7 @@ class Sidecar:
     def observe_probe(self, result: ProbeResult) -> None:
         self.probe_results[result.name] = result
         self.last_check = result.at
-        for run in self.runs:
-            run.judge.probe(result.name, result.healthy, result.latency_ms, result.at)
+        self._judges(lambda judge: judge.probe(result.name, result.healthy, result.latency_ms, result.at))
         for t in self.board.probe(result.name, result.healthy, result.latency_ms, result.at):
             self._apply_transition(t)
 
@@ -327,10 +359,7 @@ class Sidecar:
             self.fleet.refresh()
         for t in self.board.tick(now):
             self._apply_transition(t)
-        for run in list(self.runs):
-            verdict = run.judge.verdict(now)
-            if verdict.final:
-                self._conclude(run, verdict, now)
+        self._judges(lambda judge: judge.verdict(now), now)
 
     def _apply_transition(self, t: Transition) -> None:
         found = self.rules.assert_fact(t.fact) if t.holds else self.rules.retract_fact(t.fact)
@@ -348,6 +377,10 @@ class Sidecar:
                 self._fire(pb, match, now)
             except SutureError as exc:
                 self.emit("error", f"{pb.id}: {exc}", playbook_id=pb.id)
+            except Exception as exc:  # one playbook's failure never keeps the others from firing
+                self.core_errors += 1
+                log.exception("%s: firing failed", pb.id)
+                self.emit("error", f"{pb.id}: internal error: {type(exc).__name__}: {exc}", playbook_id=pb.id)
 
     def _errors_before(self, match: Match, now: float) -> int:
         total = 0
@@ -522,11 +555,26 @@ class Sidecar:
         self._threads.append(thread)
 
     def _guard(self, name: str, target: Callable[..., None], *args: Any) -> None:
-        try:
-            target(*args)
-        except Exception:
-            log.exception("thread %s failed; stopping", name)
-            self.stop.set()
+        """Run a thread's loop; if it raises, log it, wait (1 s, doubling to 60 s) and run it again.
+
+        A source that meets input nobody foresaw must not blind the sidecar, let alone stop it.
+        """
+        delay = 1.0
+        while not self.stop.is_set():
+            began = time.monotonic()
+            try:
+                target(*args)
+                return
+            except Exception as exc:
+                self.thread_restarts += 1
+                log.exception("thread %s failed; restarting it in %.0fs", name, delay)
+                with contextlib.suppress(Exception):
+                    self.emit("error", f"thread {name} failed ({type(exc).__name__}: {exc}); restarting it")
+            if time.monotonic() - began > 60:
+                delay = 1.0  # it ran a good while: a fresh failure, not a loop
+            if self.stop.wait(delay):
+                return
+            delay = min(delay * 2, 60.0)
 
     def _tail_loop(self, checkpoints: Checkpoints) -> None:
         dirs = sorted({d for s in self._sources.values() for d in s.watch_dirs()})
@@ -699,15 +747,13 @@ class Sidecar:
 
     def observe_metrics(self, samples: list[MetricSample]) -> None:
         for sample in samples:
-            for run in self.runs:
-                run.judge.metric(sample.name, sample.value, sample.at)
+            self._judges(lambda judge: judge.metric(sample.name, sample.value, sample.at))  # noqa: B023 (called at once)
             for t in self.board.metric(sample.name, sample.value, sample.at):
                 self._apply_transition(t)
 
     def observe_containers(self, states: list[ContainerState]) -> None:
         for st in states:
-            for run in self.runs:
-                run.judge.container(st.name, st.state, st.restarted, st.at)
+            self._judges(lambda judge: judge.container(st.name, st.state, st.restarted, st.at))  # noqa: B023 (called at once)
             for t in self.board.container(st.name, st.state, st.at, restarted=st.restarted):
                 self._apply_transition(t)
 

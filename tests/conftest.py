@@ -126,14 +126,14 @@ JOINED_FOR_CRASH = """
 class Running:
     """A real Sidecar on a thread, with every event it emits recorded."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, **options) -> None:
         import threading
 
         from suture.sidecar.runtime import Event, Sidecar
 
         self.events: list[Event] = []
         self._cond = threading.Condition()
-        self.sidecar = Sidecar(config, listeners=[self._record])
+        self.sidecar = Sidecar(config, listeners=[self._record], **options)
         self.thread = threading.Thread(target=self.sidecar.run, daemon=True)
 
     def _record(self, event) -> None:
@@ -173,8 +173,9 @@ class Running:
 def running():
     started: list[Running] = []
 
-    def start(config: Config) -> Running:
-        r = Running(config).start()
+    def start(config: Config, **options) -> Running:
+        """A started sidecar; ``options`` go to Sidecar (hooks, effects, clock, ...)."""
+        r = Running(config, **options).start()
         started.append(r)
         return r
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 from suture.engine.config import load_config
+from suture.engine.confine import CHILD_PATH
 from suture.sidecar.sources.base import Line
 from suture.sidecar.sources.container_logs import (
     KEEP_DIGESTS,
@@ -353,7 +355,8 @@ def test_a_log_playbook_fires_on_a_container_source(
         """,
     )
     path = tmp_path / "suture.yaml"
-    path.write_text(path.read_text().replace("sources:\n", f"sources:\n  worker: {{container: {container.name}}}\n"))
+    path.write_text(path.read_text().replace("sources:\n", f"sources:\n  worker: {{container: {container.name}}}\n")
+                    + f"allowed_commands: [{shutil.which('true', path=CHILD_PATH)}]\n")
     config = load_config(path, env={})
     (config.playbooks / "boom.yaml").write_text(
         dedent("""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import subprocess
 import threading
 import time
 import urllib.request
 
 import pytest
+from suture.engine.confine import CHILD_PATH
 
 from .conftest import dedent, write_config
 
@@ -25,6 +27,7 @@ def test_a_metric_condition_fires_when_a_watched_process_dies(tmp_path, target, 
         metrics:
           interval: 200ms
           processes: {{worker: {{pidfile: {pidfile}}}}}
+        allowed_commands: [{shutil.which("true", path=CHILD_PATH)}]
         """)
     (config.playbooks / "worker-down.yaml").write_text(dedent("""
         id: worker-down
@@ -53,6 +56,7 @@ def test_an_exited_container_is_restarted_and_validated_through_the_engine(tmp_p
     config = write_config(tmp_path, target, extra=f"""
         metrics: {{interval: 300ms}}
         docker: {{url: "{docker_url}"}}
+        allowed_containers: [{container.name}]
         """)
     (config.playbooks / "restart-app.yaml").write_text(dedent(f"""
         id: restart-app
