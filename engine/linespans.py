@@ -240,7 +240,7 @@ def ini_span(text: str, key: str) -> Span:
 # --- .env ------------------------------------------------------------------------------
 
 _BINDING_HEAD = re.compile(
-    r"\s*(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*(?P<eq>=[^\S\r\n]*)"
+    r"\s*(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*=[^\S\r\n]*"
 )
 
 
@@ -250,7 +250,7 @@ def _env_value_span(original: str, offset: int, value: str, path: Path) -> Span:
         raise EditError("cannot find the value in its .env line")
     start = offset + head.end()
     c = original[head.end() : head.end() + 1]
-    if c in ("'", '"') and not (len(head.group("eq")) > 1 and value == ""):
+    if c in ("'", '"'):
         rx = re.compile(r"'((?:\\.|[^'\\])*)'" if c == "'" else r'"((?:\\.|[^"\\])*)"', re.S)
         m = rx.match(original, head.end())
         if m is None:
@@ -276,6 +276,7 @@ def env_span(text: str, key: str) -> Span:
     original, where, value = found
     if value is None:
         raise EditError(f"key {key!r} has no '=' and no value")
-    if any(c in value for c in "\r\n"):
+    span = _env_value_span(original, where, value, (key,))
+    if any(c in span.text for c in "\r\n"):  # a quoted value may run over lines; an escaped \n is fine
         raise EditError(f"key {key!r} is written over several lines; suture edits single-line values only")
-    return _env_value_span(original, where, value, (key,))
+    return span
