@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .backup import read_nofollow, sha256_bytes
+from .backup import read_target, sha256_bytes
 from .edits import (
     Span,
     TextEdit,
@@ -30,7 +30,7 @@ from .edits import (
     parse_number,
     replace_text,
 )
-from .errors import ActionError, EditError, PathRefused
+from .errors import ActionError, BackupError, EditError, PathRefused
 from .paths import resolve_target
 from .playbook import FILE_ACTIONS, Action, Adjust, Replace, Restore, SetValue
 
@@ -133,7 +133,7 @@ def plan_fix(
     *,
     target_root: Path,
     allowed: Sequence[Path],
-    read: Callable[[Path], bytes] = read_nofollow,
+    read: Callable[[Path], tuple[bytes, os.stat_result]] = read_target,
     last_good: LastGood | None = None,
 ) -> Plan:
     """Resolve, read and edit in memory; raise ActionError (PathRefused, EditError, AtBound).
@@ -151,10 +151,11 @@ def plan_fix(
         if action.file not in state:
             try:
                 real = resolve_target(target_root, allowed, action.file)
-                before = read(real)
-                st = os.stat(real)
+                before, st = read(real)
             except PathRefused as exc:
                 raise PathRefused(f"{exc}{where}") from None
+            except BackupError as exc:  # a link swapped in on the way since the path was resolved
+                raise PathRefused(f"{action.file}: {exc}{where}") from None
             except FileNotFoundError as exc:
                 raise EditError(f"{action.file} does not exist{where}") from exc
             except OSError as exc:

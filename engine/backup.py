@@ -36,16 +36,29 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_nofollow(path: Path) -> bytes:
-    """The bytes of ``path``; refuses if the last component is a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def read_target(path: Path) -> tuple[bytes, os.stat_result]:
+    """The bytes and status of ``path``, reached without following any link on the way.
+
+    The folder is opened one component at a time with O_NOFOLLOW (as writes are), then the file
+    itself, and the status comes from the same descriptor, so a folder or file swapped for a link
+    after the path was checked cannot pull bytes from elsewhere into a plan or a backup.
+    Raises BackupError for a link on the way, OSError (FileNotFoundError, ELOOP) otherwise.
+    """
+    dfd = open_folder_nofollow(path.parent)
     try:
-        with os.fdopen(fd, "rb") as fh:
-            fd = -1
-            return fh.read()
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise BackupError(f"{path} is not a regular file")
+        return fh.read(), st
+
+
+def read_nofollow(path: Path) -> bytes:
+    """The bytes of ``path``, reached without following any link (see :func:`read_target`)."""
+    return read_target(path)[0]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -122,10 +135,11 @@ def atomic_write(
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fchmod(fd, mode)
+            # owner first: a chown clears the setuid and setgid bits, so the mode is set after it
             if owner is not None:
                 with contextlib.suppress(PermissionError):
                     os.fchown(fd, owner[0], owner[1])
+            os.fchmod(fd, mode)
             if durable:
                 os.fsync(fd)
         except BaseException:

@@ -23,21 +23,20 @@ import contextlib
 import json
 import logging
 import secrets
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from .actions import EffectRunner, FilePlan, Plan, plan_fix
-from .backup import BackupStore, FileRecord, Manifest, atomic_write, read_nofollow, sha256_bytes
+from .backup import BackupStore, Manifest, atomic_write, read_nofollow, sha256_bytes
 from .config import Config
 from .decide import Decision
-from .errors import ActionError, AtBound, BackupError, Conflict, PathRefused, SutureError
+from .errors import ActionError, AtBound, BackupError, PathRefused
 from .paths import resolve_target
-from .playbook import Action, Playbook, action_as_json, action_from_json
+from .playbook import Playbook, action_as_json
 from .store import FAILURE, Store
+from .undo import ManualRollback, Restored, RollbackIncomplete, Undo, brief, error_detail
 from .validation import Judge, Verdict
 
 log = logging.getLogger("suture.executor")
@@ -77,19 +76,6 @@ class Outcome:
     suspended: bool = False  # this outcome suspended the playbook (max_attempts reached)
 
 
-@dataclass(slots=True)
-class Restored:
-    """What a rollback did: files put back, files someone else changed, files whose restore raised."""
-
-    restored: int = 0
-    conflicts: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-
-
-class RollbackIncomplete(SutureError):
-    """A restore raised: the file still holds what suture wrote (the fix ends failed, saying which)."""
-
-
 class Executor:
     """Carries decisions out against the files, the journal and the backup store."""
 
@@ -109,6 +95,7 @@ class Executor:
         self.effects = effects
         self.ids = ids
         self.hooks = dict(hooks or {})  # kill points for the crash tests
+        self.undo = Undo(store=store, backups=backups, effects=effects, hooks=self.hooks)
 
     def _hook(self, name: str, *args: Any) -> None:
         hook = self.hooks.get(name)
@@ -187,8 +174,8 @@ class Executor:
                 detail = f"{decision.reason}; no fix possible now: {exc}"
             except Exception as exc:  # planning only reads: a failure here changes nothing
                 log.exception("%s: planning failed", fix_id)
-                self.store.step(fix_id, "error", now, _error_detail("planning the fix", exc))
-                detail = f"{decision.reason}; no fix possible now: internal error while planning: {_brief(exc)}"
+                self.store.step(fix_id, "error", now, error_detail("planning the fix", exc))
+                detail = f"{decision.reason}; no fix possible now: internal error while planning: {brief(exc)}"
         self.store.finish(fix_id, status, now, detail=detail)
         return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail)
 
@@ -283,12 +270,12 @@ class Executor:
             judge = Judge(pb.validate, now)
         except Exception as exc:
             expected = isinstance(exc, (ActionError, BackupError, OSError))
-            reason = f"apply failed: {exc}" if expected else f"apply failed: internal error: {_brief(exc)}"
+            reason = f"apply failed: {exc}" if expected else f"apply failed: internal error: {brief(exc)}"
             if expected:
                 log.warning("%s: %s", fix_id, reason)
             else:
                 log.exception("%s: apply failed", fix_id)
-                self.store.step(fix_id, "error", now, _error_detail("applying the fix", exc))
+                self.store.step(fix_id, "error", now, error_detail("applying the fix", exc))
             status = self._undo(fix_id, pb, plan, manifest, now, reason, only=[f.path for f in written],
                                 touched=bool(written) or attempted > 0)
             return self._final(fix_id, pb, "failed" if status != "conflict" else "conflict", now, reason)
@@ -365,60 +352,14 @@ class Executor:
         done = Restored()
         if manifest is not None:
             post = {f.path: f.post_sha for f in plan.files}
-            done = self._restore_all(fix_id, [r for r in manifest.files if only is None or r.path in only], post, now)
+            done = self.undo.restore_all(fix_id, [r for r in manifest.files if only is None or r.path in only], post, now)
         if touched:
-            self._run_on_rollback(fix_id, pb.id, pb.on_rollback, now)
+            self.undo.run_on_rollback(fix_id, pb.id, pb.on_rollback, now)
         if done.conflicts:
             return "conflict"
         if done.failed:
             raise RollbackIncomplete("rollback incomplete: " + "; ".join(done.failed))
         return f"rolled back ({done.restored} file(s) restored, verified by sha256)"
-
-    def _restore_all(self, fix_id: str, records: list[FileRecord], post: Mapping[str, str], now: float) -> Restored:
-        """Put back each file that holds what suture wrote; say which were changed by others or failed."""
-        done = Restored()
-        for record in records:
-            try:
-                state = self._restore_one(record, post.get(record.path))
-            except Exception as exc:  # the file still holds one whole image (writes are atomic)
-                log.error("%s: restoring %s failed", fix_id, record.path, exc_info=exc)
-                self.store.step(fix_id, "restore_failed", now, {"path": record.path, **_error_detail("restoring", exc)})
-                done.failed.append(f"{record.path} still holds what suture wrote (restore failed: {_brief(exc)})")
-                continue
-            if state == "conflict":
-                done.conflicts.append(record.path)
-            elif state == "restored":
-                done.restored += 1
-        return done
-
-    def _run_on_rollback(self, fix_id: str, playbook_id: str, actions: tuple[Action, ...], now: float) -> None:
-        """Carry out ``on_rollback`` after a restore; each result (or why it could not run) is journaled."""
-        for action in actions:
-            if self.effects is None:
-                self.store.step(fix_id, "effect_failed", now, {"action": action.describe(),
-                                                               "error": "no effect runner in this context"})
-                continue
-            try:
-                result = self.effects.run(action, {"fix_id": fix_id, "playbook_id": playbook_id, "rollback": True})
-                self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
-            except Exception as exc:
-                if not isinstance(exc, ActionError):
-                    log.exception("%s: on_rollback %s failed", fix_id, action.describe())
-                self.store.step(fix_id, "effect_failed", now, {"action": action.describe(), "error": _brief(exc)})
-
-    def _restore_one(self, record: FileRecord, post_sha: str | None) -> str:
-        real = Path(record.real)
-        try:
-            current = sha256_bytes(read_nofollow(real))
-        except FileNotFoundError:
-            current = None
-        if current == record.sha256:
-            return "unchanged"
-        if post_sha is not None and current == post_sha:
-            self.backups.restore(record, before_rename=self.hooks.get("restore_before_rename"))
-            return "restored"
-        log.error("%s changed after suture wrote it; not rolling back over it", record.path)
-        return "conflict"
 
     def _final(self, fix_id: str, pb: Playbook, status: str, now: float, detail: str, *, errors_after: int | None = None) -> Outcome:
         self.store.finish(fix_id, status, now, detail=detail, errors_after=errors_after)
@@ -445,39 +386,26 @@ class Executor:
 
     def post_images(self, fix_id: str) -> dict[str, str]:
         """What suture wrote to each file of a fix (from its journal)."""
-        for step in self.store.steps(fix_id):
-            if step["step"] == "planned":
-                return {f["path"]: f["post"] for f in json.loads(step["detail"])["files"]}
-        return {}
+        return self.undo.post_images(fix_id)
 
-    def rollback_backup(self, backup_id: str, now: float, *, force: bool = False) -> list[str]:
-        """Restore a backup by hand (`suture rollback`); refuse files changed by others unless ``force``."""
-        manifest = self.backups.load(backup_id)
-        post = self.post_images(manifest.fix_id)
-        plans = []
-        for record in manifest.files:
-            try:
-                current: str | None = sha256_bytes(read_nofollow(Path(record.real)))
-            except FileNotFoundError:
-                current = None
-            if current == record.sha256:
-                plans.append((record, "unchanged"))
-            elif current == post.get(record.path) or force:
-                plans.append((record, "restore"))
-            else:
-                raise Conflict(
-                    f"{record.path} was changed after suture wrote it (sha256 {str(current)[:12]}); "
-                    "use --force to restore the backup over it"
-                )
-        done = []
-        for record, action in plans:
-            if action == "restore":
-                self.backups.restore(record)
-                done.append(record.path)
-        fix = self.store.fix(manifest.fix_id)
-        if fix is not None:
-            self.store.step(manifest.fix_id, "manual_rollback", now, {"backup_id": backup_id, "restored": done, "force": force})
-        return done
+    def rollback_backup(self, backup_id: str, now: float, *, force: bool = False, by: str = "a person",
+                        playbook: Playbook | None = None) -> tuple[ManualRollback, Outcome | None]:
+        """Restore a backup by hand (`suture rollback`); refuse files changed by others unless ``force``.
+
+        A fix still in its validation window ends here as ``rolled_back`` (by ``by``): its Outcome is
+        returned for the caller to report and to stop validating. ``playbook`` (when loaded) lets a
+        person's rollback count towards ``max_attempts`` like any failed attempt.
+        """
+        result = self.undo.manual(backup_id, now, force=force, by=by)
+        if result.ended is None:
+            return result, None
+        status, detail = result.ended
+        if playbook is None:
+            self.store.finish(result.fix_id, status, now, detail=detail)
+            row = self.store.fix(result.fix_id) or {}
+            return result, Outcome(fix_id=result.fix_id, playbook_id=str(row.get("playbook_id", "")), status=status,
+                                   detail=detail, backup_id=backup_id)
+        return result, self._final(result.fix_id, playbook, status, now, detail)
 
     # -- a fix that raised, and start-up recovery: both driven to a final state from the journal --
 
@@ -488,17 +416,17 @@ class Executor:
         journal and the files' hashes say what to put back, exactly as after a crash and restart.
         """
         log.error("%s (%s): internal error while %s", fix_id, pb.id, stage, exc_info=exc)
-        why = f"internal error while {stage}: {_brief(exc)}"
+        why = f"internal error while {stage}: {brief(exc)}"
         try:
-            self.store.step(fix_id, "error", now, _error_detail(stage, exc))
+            self.store.step(fix_id, "error", now, error_detail(stage, exc))
             row = self.store.fix(fix_id)
             if row is None or row.get("finished_at") is not None:
                 return Outcome(fix_id=fix_id, playbook_id=pb.id, status=str((row or {}).get("status", "failed")),
                                detail=why)
-            status, detail = self._undo_from_journal(row, now, why)
+            status, detail = self.undo.from_journal(row, now, why)
             return self._final(fix_id, pb, status, now, detail)
         except Exception as again:  # the history itself fails (disk full?): say so, keep the sidecar going
-            log.error("%s: cannot record the end of the fix: %s", fix_id, _brief(again), exc_info=again)
+            log.error("%s: cannot record the end of the fix: %s", fix_id, brief(again), exc_info=again)
             with contextlib.suppress(Exception):
                 self.store.finish(fix_id, "failed", now, detail=why)
             return Outcome(fix_id=fix_id, playbook_id=pb.id, status="failed", detail=why)
@@ -512,61 +440,14 @@ class Executor:
             was = "validation window cut short" if "validating" in steps else f"interrupted at {row['status']}"
             try:
                 self.store.step(fix_id, "recovering", now, {"last_step": row["status"]})
-                status, detail = self._undo_from_journal(row, now, was, restarted=True)
+                status, detail = self.undo.from_journal(row, now, was, restarted=True)
             except Exception as exc:
                 log.error("%s: recovery failed", fix_id, exc_info=exc)
-                status, detail = "conflict", f"{was}; recovery failed ({_brief(exc)}); files left for a person"
+                status, detail = "conflict", f"{was}; recovery failed ({brief(exc)}); files left for a person"
             self.store.finish(fix_id, status, now, detail=detail)
             outcomes.append(Outcome(fix_id=fix_id, playbook_id=row["playbook_id"], status=status, detail=detail,
                                     backup_id=row.get("backup_id")))
         return outcomes
-
-    def _undo_from_journal(self, row: Mapping[str, Any], now: float, was: str, *, restarted: bool = False
-                           ) -> tuple[str, str]:
-        """Put back every file that holds what the journal says suture wrote; run on_rollback. (status, detail)"""
-        fix_id = row["id"]
-        steps = self.store.steps(fix_id)
-        names = {s["step"] for s in steps}
-        planned = next((json.loads(s["detail"]) for s in steps if s["step"] == "planned"), None)
-        for entry in (planned or {}).get("files", []):
-            _remove_stale_temp(Path(entry["real"]))
-        touched = bool(names & {"applied", "effect", "effect_started"})
-        done = Restored()
-        if "backed_up" in names and row.get("backup_id"):
-            try:
-                manifest = self.backups.load(row["backup_id"])
-            except BackupError as exc:
-                return "conflict", f"{was}; backup unreadable ({exc}); files left for a person"
-            post = {f["path"]: f["post"] for f in (planned or {}).get("files", [])}
-            done = self._restore_all(fix_id, list(manifest.files), post, now)
-        if touched:
-            self._run_on_rollback(fix_id, row["playbook_id"], self._journaled_on_rollback(fix_id, planned, now), now)
-        if done.conflicts:
-            return "conflict", f"{was}; changed by someone else: {', '.join(done.conflicts)}"
-        if done.failed:
-            return "failed", f"{was}; rollback incomplete: {'; '.join(done.failed)}"
-        restored = done.restored
-        if not touched and not restored:
-            return "failed", (f"{was}; interrupted before any file was changed" if restarted
-                              else f"{was}; nothing was changed")
-        return "failed", f"{was}; rolled back{' on restart' if restarted else ''}"
-
-    def _journaled_on_rollback(self, fix_id: str, planned: Mapping[str, Any] | None, now: float) -> tuple[Action, ...]:
-        """The on_rollback actions the plan recorded; a step says so when they cannot be known."""
-        if planned is None or "on_rollback" not in planned:
-            self.store.step(fix_id, "on_rollback_unknown", now,
-                            {"reason": "the journal holds no on_rollback actions for this fix (written by an older "
-                                       "suture, or interrupted before its plan); none were run"})
-            return ()
-        actions = []
-        for data in planned["on_rollback"]:
-            try:
-                actions.append(action_from_json(data))
-            except ValueError as exc:
-                self.store.step(fix_id, "effect_failed", now, {"action": str(data.get("kind")),
-                                                               "error": f"cannot read it from the journal: {exc}"})
-        return tuple(actions)
-
 
 def _summary(plan: Plan) -> str:
     parts = [f"change {c.file} {c.target}: {c.old} -> {c.new}" for c in plan.changes]
@@ -574,23 +455,3 @@ def _summary(plan: Plan) -> str:
     return "; ".join(parts) if parts else "change nothing"
 
 
-def _brief(exc: BaseException) -> str:
-    """An error in one line: suture's own say what they mean; anything else is named by its type."""
-    text = str(exc) if isinstance(exc, SutureError) else f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
-def _error_detail(stage: str, exc: BaseException) -> dict[str, Any]:
-    """What the journal keeps of an unexpected error: where it happened and what it said."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
-    return {"stage": stage, "error": _brief(exc), "type": type(exc).__name__, "where": where}
-
-
-def _remove_stale_temp(real: Path) -> None:
-    """Remove temp files a killed write left beside ``real`` (named by atomic_write)."""
-    for stale in real.parent.glob(f".{real.name}.suture-*.tmp"):
-        try:
-            stale.unlink()
-        except OSError as exc:
-            log.warning("cannot remove stale temp file %s: %s", stale, exc)

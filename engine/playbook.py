@@ -299,7 +299,7 @@ class Notify:
 Action = Adjust | SetValue | Replace | Restore | Restart | Stop | Exec | Notify
 FILE_ACTIONS = (Adjust, SetValue, Replace, Restore)
 _ACTION_TYPES: dict[str, type[Action]] = {
-    t.__name__: t for t in (Adjust, SetValue, Replace, Restore, Restart, Stop, Exec, Notify)  # type: ignore[misc]
+    t.__name__: t for t in (Adjust, SetValue, Replace, Restore, Restart, Stop, Exec, Notify)
 }
 
 

@@ -252,16 +252,21 @@ def cmd_backups(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     config = _config(args)
     client = Client(config)
+    ended = None
     if client.running():  # the sidecar owns the history and may be validating: let it restore
         force = "?force=true" if args.force else ""
-        restored = client.request("POST", f"/api/monitoring/rollback/{args.backup_id}{force}")["restored"]
+        answer = client.request("POST", f"/api/monitoring/rollback/{args.backup_id}{force}", {"by": args.by})
+        restored, ended = answer["restored"], answer.get("fix_status")
     else:
         store = Store.open(config.db_path)
         try:
             executor = Executor(config=config, store=store, backups=BackupStore(config.state_dir / "backups"))
-            restored = executor.rollback_backup(args.backup_id, time.time(), force=args.force)
+            result, outcome = executor.rollback_backup(args.backup_id, time.time(), force=args.force, by=args.by)
+            restored, ended = list(result.restored), outcome.status if outcome else None
         finally:
             store.close()
+    if ended:
+        print(f"the fix of {args.backup_id} was still being validated: it ends {ended} (by {args.by})")
     if restored:
         print(f"restored {', '.join(restored)} from {args.backup_id} (verified by sha256)")
     else:
@@ -406,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", parents=[common], help="restore the files of a backup")
     p.add_argument("backup_id")
     p.add_argument("--force", action="store_true", help="restore even over files changed since suture wrote them")
+    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who rolls back (recorded)")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("proposals", parents=[common], help="list proposals nobody approved yet")

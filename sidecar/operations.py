@@ -124,20 +124,21 @@ def resume(sc: Sidecar, playbook_id: str, by: str) -> dict[str, Any]:
     return {"playbook_id": playbook_id, "suspended": False, "changed": done}
 
 
-def rollback(sc: Sidecar, backup_id: str, *, force: bool = False) -> dict[str, Any]:
+def rollback(sc: Sidecar, backup_id: str, *, force: bool = False, by: str = "api") -> dict[str, Any]:
+    """Restore a backup; a fix still in its validation window ends ``rolled_back`` by ``by`` (never a success later)."""
     if not BACKUP_ID.match(backup_id):
         raise OperationError(HTTPStatus.NOT_FOUND, f"no backup {backup_id} (ids look like b-YYYYMMDDTHHMMSSZ-hex)")
     _store(sc)
-    assert sc.executor is not None
     try:
-        restored = sc.executor.rollback_backup(backup_id, sc.clock(), force=force)
+        restored, outcome = sc.rollback_by_person(backup_id, force=force, by=by)
     except Conflict as exc:
         raise OperationError(HTTPStatus.CONFLICT, str(exc)) from exc
     except BackupError as exc:
         raise OperationError(HTTPStatus.NOT_FOUND, str(exc)) from exc
-    sc.emit("manual_rollback", f"backup {backup_id} restored: {', '.join(restored) or 'nothing to restore'}",
-            backup_id=backup_id)
-    return {"backup_id": backup_id, "restored": restored, "force": force}
+    sc.emit("manual_rollback", f"backup {backup_id} restored by {by}: {', '.join(restored) or 'nothing to restore'}",
+            backup_id=backup_id, by=by)
+    return {"backup_id": backup_id, "restored": restored, "force": force, "by": by,
+            "fix_status": outcome.status if outcome else None}
 
 
 def explain(sc: Sidecar, playbook_id: str, key: str = "") -> dict[str, Any]:

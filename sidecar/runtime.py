@@ -466,6 +466,20 @@ class Sidecar:
         """The fix in its validation window that touches one of ``pb``'s files, if any."""
         return next((r for r in self.runs if set(r.playbook.files()) & set(pb.files())), None)
 
+    def rollback_by_person(self, backup_id: str, *, force: bool, by: str) -> tuple[list[str], Outcome | None]:
+        """A person restores a backup (on the core); a fix still validating it ends here, rolled back by ``by``."""
+        assert self.executor is not None
+        now = self.clock()
+        run = next((r for r in self.runs if r.manifest is not None and r.manifest.id == backup_id), None)
+        result, outcome = self.executor.rollback_backup(backup_id, now, force=force, by=by,
+                                                        playbook=run.playbook if run else None)
+        if run is not None and outcome is not None:
+            self.runs.remove(run)
+        if outcome is not None:
+            self._report(outcome)
+            self._retry_deferred(now)
+        return list(result.restored), outcome
+
     def _conclude(self, run: FixRun, verdict: Verdict, now: float) -> None:
         assert self.executor is not None
         self.runs.remove(run)
