@@ -98,6 +98,10 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("suture_reload_errors", "Reloads that kept a previous version or rejected a file.",
                                   value=sc.reload_errors)
         yield GaugeMetricFamily("suture_fixes_in_progress", "Fixes in their validation window.", value=len(sc.runs))
+        yield CounterMetricFamily("suture_core_errors", "Exceptions the core survived (each logged with its traceback).",
+                                  value=sc.core_errors)
+        yield CounterMetricFamily("suture_thread_restarts", "Source, probe or reload loops restarted after they raised.",
+                                  value=sc.thread_restarts)
 
 
 class Telemetry:

@@ -171,3 +171,35 @@ def test_hostile_target_content_ends_the_fix_and_the_sidecar_goes_on(world, runn
     r.wait_for(lambda e: e.kind == "validating" and "watching" in e.message, timeout=10, after=marker)
     write(log, "all quiet")
     assert end_of(r, "healthy", after=marker).kind == "succeeded"
+
+
+def test_the_core_survives_an_item_that_raises_and_counts_it(world, running):
+    """Whatever a queued item raises ends that item only: the core goes on, /metrics counts it, fixes still heal."""
+    config, _target, log = world
+    r = running(config)
+    assert r.sidecar._put(lambda: 1 / 0)
+    r.wait_for(lambda e: e.kind == "error" and "ZeroDivisionError" in e.message, timeout=5)
+    assert r.sidecar.core_errors == 1 and r.thread.is_alive()
+    assert b"suture_core_errors_total 1.0" in r.sidecar.telemetry.render()
+    write(log, "TRIGGER-B")
+    r.wait_for(lambda e: e.kind == "validating" and "watching" in e.message, timeout=10)
+    write(log, "all quiet")
+    assert end_of(r, "healthy").kind == "succeeded"
+
+
+def test_a_loop_that_raises_is_restarted_not_the_sidecar_stopped(world, running):
+    """A thread's loop that raises (a source meeting input nobody foresaw) is run again after a pause."""
+    config, _target, _log = world
+    r = running(config)
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise Injected(f"loop failure {len(calls)}")
+
+    r.sidecar._spawn("flaky", flaky)
+    r.wait_for(lambda e: e.kind == "error" and "loop failure 2" in e.message, timeout=10)
+    r.sidecar._threads[-1].join(10)
+    assert (len(calls), r.sidecar.thread_restarts, r.sidecar.stop.is_set()) == (3, 2, False)
+    assert b"suture_thread_restarts_total 2.0" in r.sidecar.telemetry.render()
