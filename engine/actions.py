@@ -33,6 +33,7 @@ from .edits import (
 from .errors import ActionError, BackupError, EditError, PathRefused
 from .paths import resolve_target
 from .playbook import FILE_ACTIONS, Action, Adjust, Replace, Restore, SetValue
+from .values import adjusted, number_of
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,9 +100,6 @@ def _decode(data: bytes, path: str) -> str:
 
 
 def _edit(action: Action, text: str) -> TextEdit:
-    # here, not at the top, only while another change to this module is in flight
-    from .values import adjusted, number_of
-
     fmt = format_of(action.file)  # type: ignore[union-attr]
     if isinstance(action, Adjust):
         step = (action.op, action.amount, action.minimum, action.maximum, action.round_to)

@@ -51,6 +51,7 @@ def parse_document(text: str, fmt: Format) -> Any:
         if fmt == "ini":
             return _ini(body)
         if fmt == "env":
+            # interpolated, as the app reading it will: a change of A that moves B="${A}" changes two values
             return dict(dotenv_values(stream=io.StringIO(body)))
     except RecursionError:
         raise EditError(f"not editable: the {fmt} nesting is too deep") from None

@@ -274,8 +274,9 @@ def start_pod(images: Images, engine_socket: Path, tmp_path: Path) -> Iterator[S
         for folder in (logs, config, state, etc / "playbooks"):
             folder.mkdir(parents=True)
         shutil.copyfile(SETTINGS, pod.settings)
-        shutil.copyfile(DEMO / "suture" / "suture.yaml", etc / "suture.yaml")
-        # the playbook names the container to restart: this pod's app
+        # the playbook names the container to restart, and the config allows it: this pod's app
+        (etc / "suture.yaml").write_text((DEMO / "suture" / "suture.yaml").read_text().replace(
+            "allowed_containers: [demo-app]", f"allowed_containers: [{pod.app}]"))
         text = playbook.read_text().replace("container: demo-app", f"container: {pod.app}")
         (etc / "playbooks" / playbook.name).write_text(text)
         for path, uid in ((logs, APP_UID), (config, SUTURE_UID), (pod.settings, SUTURE_UID), (state, SUTURE_UID)):
