@@ -119,7 +119,7 @@ def _edit(action: Action, text: str) -> TextEdit:
         value = action.value  # typed as the playbook's YAML gave it: str, int, float or bool
         return edit_value(text, fmt, key=action.key, regex=None, intend=lambda span: value)
     if isinstance(action, Replace):
-        return replace_text(text, action.regex, action.with_)
+        return replace_text(text, action.regex, action.with_, fmt)
     raise ActionError(f"{type(action).__name__} is not a file action")
 
 

@@ -12,7 +12,8 @@ because they are never rewritten: only the value's characters change.
 - YAML: PyYAML's composer finds the node, its ScalarToken the characters.
 - JSON: a small scanner over text that ``json.loads`` already accepted.
 - TOML, INI, .env: scanners that follow tomllib, configparser and python-dotenv.
-- regex (any text file): the named group ``value``; no document to check.
+- regex (any text file): the named group ``value``; a structured file must stay a valid document, and an
+  adjust by regex must change exactly one number of it.
 
 Pure functions of text; nothing here reads or writes files. No input text
 makes these functions raise anything but EditError (or AtBound from an adjust).
@@ -30,7 +31,7 @@ from .errors import ActionError, EditError
 from .linespans import env_span, ini_span, toml_span
 from .spans import Format, Span, json_span, regex_span, render_path, split_key, yaml_span
 from .values import adjust_value, format_number, intended_for, parse_number, write
-from .verify import expected_document, explain, parse_document, same, value_at
+from .verify import differences, expected_document, explain, parse_document, same, value_at
 
 __all__ = [
     "Format", "Span", "TextEdit", "adjust_value", "edit_value", "find_span", "format_number",
@@ -167,8 +168,10 @@ def edit_value(
             raise EditError("a regex edit needs the new characters")
         span = find_span(text, fmt, key=key, regex=regex)
         new = _guarded(lambda: compute(span))
-        return TextEdit(text=splice(text, span, new), old=span.text, new=new,
-                        line=text.count("\n", 0, span.start) + 1, at=span.start)
+        after = splice(text, span, new)
+        if new != span.text:
+            _guarded(lambda: _check_regex_edit(text, after, fmt, number=True))
+        return TextEdit(text=after, old=span.text, new=new, line=text.count("\n", 0, span.start) + 1, at=span.start)
     if intend is None:
         if compute is None:
             raise EditError("an edit needs the new value")
@@ -181,8 +184,39 @@ def edit_value(
     return _guarded(lambda: _typed_edit(text, fmt, key, typed))  # type: ignore[no-any-return]
 
 
-def replace_text(text: str, pattern: str, literal: str) -> TextEdit:
-    """Replace the one match of ``pattern`` with ``literal`` (no backreferences)."""
+def _check_regex_edit(before: str, after: str, fmt: Format, *, number: bool) -> None:
+    """A regex edit of a structured file keeps it a valid document, and a number edit changes one number.
+
+    A regex has no key to check the value against, so the document is checked as a whole: if the file
+    parsed before, it must parse after; an ``adjust`` must change exactly one value, a number, so a
+    match inside a comment (which would change no data while the journal says it did) is refused.
+    """
+    if fmt == "text":
+        return
+    try:
+        old = parse_document(before, fmt)
+    except EditError:
+        return  # not a valid document to begin with: there is nothing to keep valid
+    try:
+        new = parse_document(after, fmt)
+    except EditError as exc:
+        raise EditError(f"the edited file would not parse ({exc}); refused") from None
+    if not number:
+        return
+    changed = differences(old, new)
+    if not changed:
+        raise EditError("the regex matched text that holds no value of the document (a comment?): the file's data "
+                        "would not change; refused")
+    if len(changed) > 1:
+        raise EditError(f"the edit would change {', '.join(render_path(p) for p in changed)}; refused")
+    was, now = value_at(old, changed[0]), value_at(new, changed[0])
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (was, now)):
+        raise EditError(f"the edit would change {render_path(changed[0])} from {was!r} to {now!r}, not one number "
+                        "to another; refused")
+
+
+def replace_text(text: str, pattern: str, literal: str, fmt: Format = "text") -> TextEdit:
+    """Replace the one match of ``pattern`` with ``literal`` (no backreferences); a structured file stays valid."""
     try:
         rx = re.compile(pattern, re.M)
     except re.error as exc:
@@ -194,4 +228,6 @@ def replace_text(text: str, pattern: str, literal: str) -> TextEdit:
         raise EditError(f"/{pattern}/ matches {len(matches)} places; make it match one")
     m = matches[0]
     after = text[: m.start()] + literal + text[m.end() :]
+    if after != text:
+        _guarded(lambda: _check_regex_edit(text, after, fmt, number=False))
     return TextEdit(text=after, old=m.group(0), new=literal, line=text.count("\n", 0, m.start()) + 1, at=m.start())

@@ -16,7 +16,7 @@ from suture.engine.edits import (
     replace_text,
 )
 from suture.engine.errors import AtBound, EditError
-from suture.engine.playbook import Adjust, SetValue, Where
+from suture.engine.playbook import Adjust, Replace, SetValue, Where
 
 
 def _times(factor):
@@ -243,3 +243,36 @@ def test_toml_multiline_string_holding_a_header_is_not_a_table(tmp_path):
     text = 'a = """\n[b]\nx = 1\n"""\n[b]\nx = 2\n'
     after, _ = _fix(tmp_path, "s.toml", text, key="b.x", multiply=2)
     assert after == 'a = """\n[b]\nx = 1\n"""\n[b]\nx = 4\n'
+
+
+# --- regex edits of structured files: the document is checked as a whole -------------------
+
+
+def _regex_plan(tmp_path, name: str, text: str, action):
+    (tmp_path / name).write_text(text)
+    return plan_fix([action], target_root=tmp_path, allowed=[tmp_path])
+
+
+AT = Where(file="playbook.yaml", line=1, path="fix[0]")
+
+
+def test_an_adjust_by_regex_inside_a_comment_is_refused(tmp_path):
+    """A regex that matches a number in a YAML comment would change no data while the journal said it did."""
+    text = "# the delay was 0.5 once\ndelay: 0.5\n"
+    act = Adjust(file="s.yaml", regex=r"was (?P<value>[0-9.]+)", op="multiply", amount=2, at=AT)
+    with pytest.raises(EditError, match="holds no value of the document"):
+        _regex_plan(tmp_path, "s.yaml", text, act)
+
+
+def test_an_adjust_by_regex_of_a_value_changes_that_number(tmp_path):
+    """The same regex style on the value itself is accepted: exactly one number changed."""
+    act = Adjust(file="s.yaml", regex=r"delay: (?P<value>[0-9.]+)", op="multiply", amount=2, at=AT)
+    plan = _regex_plan(tmp_path, "s.yaml", "# the delay\ndelay: 0.5\n", act)
+    assert plan.files[0].after == b"# the delay\ndelay: 1.0\n"
+
+
+def test_a_replace_that_breaks_a_structured_file_is_refused(tmp_path):
+    """A literal replace may change a YAML file only into another valid YAML document."""
+    act = Replace(file="s.yaml", regex=r"^mode: fast$", with_="mode: [unclosed", at=AT)
+    with pytest.raises(EditError, match="would not parse"):
+        _regex_plan(tmp_path, "s.yaml", "mode: fast\n", act)
