@@ -10,6 +10,9 @@ Mutating calls and SQL need ``Authorization: Bearer <token>`` (the token from
 the environment variable the config names); a missing or wrong token is 401.
 CORS is off unless the config names one exact origin. Handlers touch the
 engine only through :meth:`Sidecar.call` (on the core) or their own cursor.
+Requests reach :meth:`Api.dispatch` through :mod:`.transport`, which refuses
+Host names that are not this server's (421, against DNS rebinding), slow and
+excess clients, and malformed framing.
 """
 
 from __future__ import annotations
@@ -18,28 +21,25 @@ import hmac
 import json
 import logging
 import re
-import select
-import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
-
-from suture.engine.errors import SutureError
-from suture.engine.sql import SqlRefused
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote
 
 from . import operations as ops
 
 if TYPE_CHECKING:
     from .runtime import Sidecar
+    from .transport import Limits, Server
 
 log = logging.getLogger("suture.api")
 MAX_BODY = 256 * 1024  # larger than any body the schemas allow, so those get a 400 naming the field
 ID = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # fix, playbook and backup ids: no '/', no '..'
+METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # an HTTP token
+TARGET = re.compile(r"/[\x21-\x7e]*")  # origin-form, visible ASCII only
+BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class ApiError(Exception):
@@ -202,9 +202,9 @@ class Api:
     # -- dispatch --
 
     def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
-        parts = urlsplit(target)
-        path = unquote(parts.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        """Answer one request; ``target`` is origin-form (``/path?query``), ``headers`` have lower-case names."""
+        path, query_string = self._target(method, target)
+        query = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
         allowed = []
         for route in self.routes:
             m = route.pattern.match(path)
@@ -226,6 +226,24 @@ class Api:
             methods = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
             raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed; use {methods}", {"Allow": methods})
         raise ApiError(HTTPStatus.NOT_FOUND, f"no such path: {path}")
+
+    @staticmethod
+    def _target(method: str, target: str) -> tuple[str, str]:
+        """The percent-decoded path and the raw query of a target, or 400 for one no client of ours sends."""
+        if not METHOD.fullmatch(method):
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"not an HTTP method: {method[:32]!r}")
+        if not TARGET.fullmatch(target):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the target must be a path of visible ASCII characters")
+        raw_path, _, query = target.partition("?")
+        if BAD_ESCAPE.search(raw_path):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad percent-encoding in the path")
+        try:
+            path = unquote(raw_path, errors="strict")
+        except UnicodeDecodeError:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the path is not UTF-8 once percent-decoded") from None
+        if any(c < " " or c == "\x7f" for c in path):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "a control character in the path")
+        return path, query
 
     @staticmethod
     def _id(value: str) -> str:
@@ -269,6 +287,8 @@ class Api:
                 data = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise ApiError(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {exc}") from None
+            except RecursionError:
+                raise ApiError(HTTPStatus.BAD_REQUEST, "the body is nested too deeply") from None
         assert route.body is not None
         errors = sorted(jsonschema.Draft202012Validator(route.body).iter_errors(data), key=lambda e: e.path)
         if errors:
@@ -417,7 +437,7 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
             "parameters": params,
             "responses": {
                 "200": {"description": "OK", "content": {route.content_type: {"schema": route.response}}},
-                "400": error, "404": error, "409": error, "413": error, "503": error,
+                "400": error, "404": error, "409": error, "413": error, "421": error, "503": error,
             },
         }
         if route.mutating:
@@ -434,142 +454,12 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    api: Api
-    server_version = "suture"
-    sys_version = ""
-    protocol_version = "HTTP/1.1"
+def serve(sidecar: Sidecar, limits: Limits | None = None) -> Server:
+    """Start the API in a background thread; the caller stops it with ``shutdown()``, then ``server_close()``.
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
+    The transport (connection cap, read deadlines, Host allowlist, strict framing) is in :mod:`.transport`.
+    """
+    from .transport import Limits
+    from .transport import serve as serve_transport
 
-    def _cors(self) -> None:
-        origin = self.api.sidecar.config.api.cors_origin
-        if origin and self.headers.get("Origin") == origin:
-            self.send_header("Access-Control-Allow-Origin", origin)
-            self.send_header("Vary", "Origin")
-
-    def _stream(self, stream: Stream) -> None:
-        self.send_response(HTTPStatus.OK)
-        for name, value in (("Content-Type", stream.content_type), ("Cache-Control", "no-store"),
-                            ("X-Content-Type-Options", "nosniff"), ("Connection", "close"), *stream.headers.items()):
-            self.send_header(name, value)
-        self._cors()
-        self.end_headers()
-        self.close_connection = True
-
-        def write(chunk: bytes) -> bool:
-            try:
-                self.wfile.write(chunk)
-                self.wfile.flush()
-                return True
-            except OSError:
-                return False
-
-        def gone() -> bool:
-            """The client closed the connection: its socket is readable with nothing to read."""
-            try:
-                readable, _, _ = select.select([self.connection], [], [], 0)
-                return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
-            except (OSError, ValueError):
-                return True
-
-        stream.produce(write, gone)
-
-    def _respond(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
-        if isinstance(payload, Stream):
-            self._stream(payload)
-            return
-        if isinstance(payload, Raw):
-            body, content_type = payload.body, payload.content_type
-            extra = {**payload.headers, **(extra or {})}
-        else:
-            body, content_type = json.dumps(_jsonable(payload), indent=2).encode(), "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self._cors()
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _serve(self, method: str) -> None:
-        try:
-            raw_length = self.headers.get("Content-Length") or "0"
-            if not raw_length.isdigit():
-                raise ApiError(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-            length = int(raw_length)
-            if length > MAX_BODY:
-                self.close_connection = True  # the body is not read: end the connection after answering
-                raise ApiError(HTTPStatus.BAD_REQUEST, f"body over {MAX_BODY} bytes")
-            body = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload = self.api.dispatch(method, self.path, headers, body)
-            self._respond(status, payload)
-        except ApiError as exc:
-            self._respond(exc.status, {"error": str(exc)}, exc.headers)
-        except ops.OperationError as exc:
-            self._respond(exc.status, {"error": str(exc)})
-        except SqlRefused as exc:
-            self._respond(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-        except TimeoutError as exc:
-            self._respond(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
-        except SutureError as exc:
-            self._respond(HTTPStatus.CONFLICT, {"error": str(exc)})
-        except (BrokenPipeError, ConnectionResetError):
-            log.debug("client went away during %s %s", method, self.path)
-        except Exception:
-            log.exception("API handler failed")
-            self._respond(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (see the sidecar log)"})
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_HEAD(self) -> None:
-        self._serve("GET")
-
-    def __getattr__(self, name: str) -> Any:
-        # any other method (PUT, DELETE, TRACE, QUERY, ...) gets 405 or 404 like the rest,
-        # never the stdlib's 501
-        if name.startswith("do_") and name[3:].isalpha():
-            return lambda: self._serve(name[3:])
-        raise AttributeError(name)
-
-    def do_OPTIONS(self) -> None:
-        origin = self.api.sidecar.config.api.cors_origin
-        self.send_response(HTTPStatus.NO_CONTENT if origin else HTTPStatus.METHOD_NOT_ALLOWED)
-        if origin and self.headers.get("Origin") == origin:
-            self.send_header("Access-Control-Allow-Origin", origin)
-            self.send_header("Access-Control-Allow-Methods", "GET, POST")
-            self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
-            self.send_header("Vary", "Origin")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-def serve(sidecar: Sidecar) -> _Server:
-    """Start the API in a background thread; the caller shuts it down."""
-    cfg = sidecar.config.api
-    handler = type("Handler", (_Handler,), {"api": Api(sidecar)})
-    server_cls: type[_Server] = _Server
-    if ":" in cfg.host:
-        server_cls = cast("type[_Server]", type("_Server6", (_Server,), {"address_family": socket.AF_INET6}))
-    server = server_cls((cfg.host, cfg.port), handler)
-    host, port = server.server_address[:2]
-    host = host.decode() if isinstance(host, bytes) else host
-    sidecar.api_url = f"http://{host}:{port}" if ":" not in str(host) else f"http://[{host}]:{port}"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="suture-api", daemon=True).start()
-    log.info("api          listening on %s", sidecar.api_url)
-    return server
+    return serve_transport(Api(sidecar), limits or Limits())

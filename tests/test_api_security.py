@@ -1,10 +1,11 @@
-"""Who may do what through the API: tokens, ids, SQL that tries to escape, CORS."""
+"""Who may do what through the API: tokens, ids, SQL that tries to escape, CORS, Host names."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ def _start(tmp_path):
     from .conftest import SETTINGS
 
     (target / "config" / "settings.yaml").write_text(SETTINGS)
-    write_config(tmp_path, target, threshold=95, api='{listen: "127.0.0.1:0", cors_origin: "https://ops.example.com"}')
+    write_config(tmp_path, target, threshold=95, api='{listen: "127.0.0.1:0", cors_origin: "https://ops.example.com", '
+                                                    'allowed_hosts: [suture.example, "ops.example:8443"]}')
     config = load_config(tmp_path / "suture.yaml", env={"SUTURE_TOKEN": TOKEN})
     (config.playbooks / "rate.yaml").write_text(dedent(RATE_LIMIT))
     log = target / "logs" / "app.log"
@@ -146,6 +148,103 @@ def test_cors_only_for_the_configured_origin(api):
     assert resp.getheader("Access-Control-Allow-Origin") == "https://ops.example.com"
     _, _, resp = call(r, "GET", "/api/monitoring/health", headers={"Origin": "https://evil.example.com"})
     assert resp.getheader("Access-Control-Allow-Origin") is None
+
+
+@pytest.mark.parametrize("method, path, headers", [
+    ("GET", "/", {}),
+    ("GET", "/api/monitoring/health", {}),
+    ("GET", "/metrics", {}),
+    ("GET", "/openapi.json", {}),
+    ("GET", "/api/fixes", {}),
+    ("GET", "/api/dashboard/events", {"Accept": "text/event-stream"}),
+    ("POST", "/api/sql", {}),
+    ("OPTIONS", "/api/sql", {"Origin": "https://ops.example.com"}),
+])
+def test_a_foreign_host_is_refused_on_every_route(api, method, path, headers):
+    """A DNS-rebinding page sends its own name as Host: 421 everywhere, naming api.allowed_hosts, and no data."""
+    r, _ = api
+    status, payload, _ = call(r, method, path, {"sql": "SELECT 1"} if method == "POST" else None,
+                              headers={"Host": "attacker.example", **headers})
+    assert status == 421, payload
+    assert "api.allowed_hosts" in payload["error"] and "suture.yaml" in payload["error"]
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "127.0.0.1:{port}", "localhost", "LocalHost:9", "localhost.", "app.localhost:1", "[::1]",
+    "[::1]:8765", "10.0.0.7:9100", "[2001:db8::5]", "suture.example", "Suture.Example:1234", "ops.example:8443",
+])
+def test_the_listen_address_localhost_ip_literals_and_allowed_hosts_are_answered(api, host):
+    """Localhost names and IP literals at any port, and api.allowed_hosts (host, or host:port exactly)."""
+    r, _ = api
+    port = r.sidecar.api_url.rsplit(":", 1)[1]
+    assert call(r, "GET", "/api/monitoring/health", headers={"Host": host.format(port=port)})[0] == 200
+
+
+@pytest.mark.parametrize("host", [
+    "attacker.example", "attacker.example:{port}", "localhost.attacker.example", "127.0.0.1.nip.io",
+    "suture.example.attacker.example", "ops.example", "ops.example:8444", "127.1", "", "user@127.0.0.1",
+    "[::1", "127.0.0.1, attacker.example",
+])
+def test_any_other_host_is_refused(api, host):
+    """A name not allowed, an allowed name at another port, malformed values: 421."""
+    r, _ = api
+    port = r.sidecar.api_url.rsplit(":", 1)[1]
+    assert call(r, "GET", "/api/monitoring/health", headers={"Host": host.format(port=port)})[0] == 421
+
+
+def raw(r, data: bytes) -> bytes:
+    host, port = r.sidecar.api_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+def test_http11_without_host_is_refused(api):
+    """HTTP/1.1 requires a Host; a request without one gets 421."""
+    r, _ = api
+    assert raw(r, b"GET /api/monitoring/health HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 421 ")
+
+
+def test_http10_without_host_is_answered(api):
+    """HTTP/1.0 predates Host (and no browser sends it without one): answered."""
+    r, _ = api
+    assert raw(r, b"GET /api/monitoring/health HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+
+
+def test_two_host_headers_are_refused(api):
+    """Two Host values are ambiguous (one may be the attacker's): 400."""
+    r, _ = api
+    answer = raw(r, b"GET /api/monitoring/health HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize("target, host, status", [
+    ("http://attacker.example/api/monitoring/health", "127.0.0.1", 421),
+    ("http://localhost/api/monitoring/health", "attacker.example", 200),
+])
+def test_an_absolute_url_is_judged_by_its_own_host(api, target, host, status):
+    """For an absolute-form target the URL's host is the one that counts (RFC 9112 3.2.2), not Host."""
+    r, _ = api
+    answer = raw(r, f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode())
+
+
+def test_refused_hosts_are_counted_in_metrics(api):
+    """Each 421 is counted, so a rebinding attempt shows on a dashboard."""
+    r, _ = api
+
+    def misdirected() -> float:
+        _, body, _ = call(r, "GET", "/metrics")
+        return float(next(line.split()[1] for line in body.decode().splitlines()
+                          if line.startswith("suture_api_misdirected_requests_total")))
+
+    before = misdirected()
+    call(r, "GET", "/api/monitoring/health", headers={"Host": "attacker.example"})
+    assert misdirected() == before + 1
 
 
 def test_a_proposal_is_approved_and_counts_with_who_approved(fresh_api):
