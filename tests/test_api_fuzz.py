@@ -1,10 +1,12 @@
-"""The API fuzzed from its own OpenAPI document (schemathesis): no 5xx, answers match the document."""
+"""The API fuzzed from its own OpenAPI document (schemathesis): no 5xx, answers match the document,
+also with hostile header values; a foreign Host is refused on every operation."""
 
 from __future__ import annotations
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from suture.engine.config import load_config
 from suture.sidecar.api import Api, serve
@@ -14,6 +16,15 @@ from .conftest import RATE_LIMIT, Running, dedent, write_config
 pytestmark = pytest.mark.slow
 TOKEN = "fuzz-token-1234"
 schema = schemathesis.openapi.from_dict(Api(None).openapi())  # type: ignore[arg-type]
+# names a DNS-rebinding page could use: never an IP literal, never localhost
+FOREIGN_HOST = st.from_regex(r"[a-z][a-z0-9-]{0,15}(\.[a-z][a-z0-9-]{0,15}){1,3}(:[0-9]{1,5})?", fullmatch=True).filter(
+    lambda h: not h.split(":")[0].endswith(".localhost"))
+# headers the API reads, and some that proxies and browsers send (not Accept: text/event-stream would open a
+# stream that lasts)
+READ_HEADERS = ["Authorization", "Origin", "Last-Event-ID", "Content-Type", "Connection", "Cookie", "Forwarded",
+                "X-Forwarded-Host", "Range", "If-None-Match"]
+# header values in Latin-1 (what HTTP carries), less those requests refuses to send (read as whitespace)
+LATIN1 = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_characters="\x7f\x85\xa0"), max_size=120)
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +58,22 @@ def test_api_answers_every_generated_request_without_a_server_error(case, live):
     """
     excluded = [positive_data_acceptance] if case.operation.path == "/api/sql" else []
     case.call_and_validate(base_url=live, headers={"Authorization": f"Bearer {TOKEN}"}, excluded_checks=excluded)
+
+
+@schema.parametrize()
+@schema.given(extra=st.dictionaries(st.sampled_from(READ_HEADERS), LATIN1, max_size=4))
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+def test_hostile_header_values_get_no_server_error(case, extra, live):
+    """Generated requests with odd bytes in the headers the API reads: never a 5xx, answers as documented."""
+    excluded = [positive_data_acceptance] if case.operation.path == "/api/sql" or "Authorization" in extra else []
+    case.call_and_validate(base_url=live, headers={"Authorization": f"Bearer {TOKEN}", **extra},
+                           excluded_checks=excluded)
+
+
+@schema.parametrize()
+@schema.given(host=FOREIGN_HOST)
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_refuses_a_foreign_host(case, host, live):
+    """Any generated request, with the token, sent with a Host that is not this server's: 421."""
+    response = case.call(base_url=live, headers={"Authorization": f"Bearer {TOKEN}", "Host": host})
+    assert response.status_code == 421, response.text[:300]
