@@ -32,7 +32,6 @@ from . import operations as ops
 
 if TYPE_CHECKING:
     from .runtime import Sidecar
-    from .transport import Limits, Server
 
 log = logging.getLogger("suture.api")
 MAX_BODY = 256 * 1024  # larger than any body the schemas allow, so those get a 400 naming the field
@@ -154,8 +153,9 @@ class Api:
                 response={"type": "object", "required": ["backups"],
                           "properties": {"backups": {"type": "array", "items": OBJ}}}))
         r(Route("POST", "/api/monitoring/rollback/{backup_id}", self.rollback,
-                "Restore a backup (refused with 409 if a file changed since suture wrote it, unless force=true).",
-                mutating=True, query={"force": {"type": "boolean"}}))
+                "Restore a backup (refused with 409 if a file changed since suture wrote it, unless force=true); a fix"
+                " still in its validation window ends rolled_back, recorded with who rolled it back.",
+                mutating=True, query={"force": {"type": "boolean"}}, body=BY_BODY))
         r(Route("GET", "/api/monitoring/stats", self.stats, "Totals and success rates by fix type.",
                 response={"type": "object", "required": ["total_fixes", "success_rate", "by_type", "last_updated"],
                           "properties": {"total_fixes": {"type": "integer"}, "success_rate": NUM,
@@ -351,8 +351,9 @@ class Api:
             for m in manifests
         ]}
 
-    def rollback(self, backup_id: str, force: bool = False) -> dict[str, Any]:
-        return dict(self._core(lambda: ops.rollback(self.sidecar, backup_id, force=force)))
+    def rollback(self, backup_id: str, body: dict[str, Any], force: bool = False) -> dict[str, Any]:
+        by = body.get("by") or "api"
+        return dict(self._core(lambda: ops.rollback(self.sidecar, backup_id, force=force, by=by)))
 
     def stats(self) -> dict[str, Any]:
         rows = self._core(lambda: ops._store(self.sidecar).query(
@@ -452,14 +453,3 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
         "paths": paths,
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
-
-
-def serve(sidecar: Sidecar, limits: Limits | None = None) -> Server:
-    """Start the API in a background thread; the caller stops it with ``shutdown()``, then ``server_close()``.
-
-    The transport (connection cap, read deadlines, Host allowlist, strict framing) is in :mod:`.transport`.
-    """
-    from .transport import Limits
-    from .transport import serve as serve_transport
-
-    return serve_transport(Api(sidecar), limits or Limits())

@@ -92,8 +92,8 @@ def _fewer_malloc_arenas() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _fewer_malloc_arenas()
-    from .api import serve
     from .runtime import Sidecar
+    from .transport import serve
 
     config = _config(args)
     stop = threading.Event()

@@ -172,7 +172,7 @@ def run_demo(workdir: Path | None = None, keep: bool = False, wait: bool | None 
         env, token_note = _with_token(os.environ)
         config = load_config(root / "suture.yaml", env=env)
         sidecar = Sidecar(config, listeners=[narrate])
-        from .api import serve
+        from .transport import serve
 
         server = serve(sidecar)
         runner = threading.Thread(target=sidecar.run, name="suture-demo-sidecar", daemon=True)

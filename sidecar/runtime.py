@@ -147,7 +147,7 @@ class Sidecar:
         self._checkpoint_synced = 0.0
         self._trimmed_at = 0.0
         self.telemetry = Telemetry(self)
-        self.api_url: str | None = None  # set by sidecar.api.serve
+        self.api_url: str | None = None  # set by sidecar.transport.serve
         self.fleet: FleetHistory | None = None  # other sidecars' outcomes (learning.fleet), when configured
         self._fleet_read_at = 0.0
         self._sources: dict[str, FileSource] = {}

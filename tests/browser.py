@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from suture.engine.config import load_config
-from suture.sidecar.api import serve
 from suture.sidecar.demo import demo_source, free_port
+from suture.sidecar.transport import serve
 
 from .conftest import Running
 

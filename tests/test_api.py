@@ -7,7 +7,7 @@ import time
 import urllib.request
 
 import pytest
-from suture.sidecar.api import serve
+from suture.sidecar.transport import serve
 
 from .conftest import dedent, write_config
 

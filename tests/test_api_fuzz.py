@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from suture.engine.config import load_config
-from suture.sidecar.api import Api, serve
+from suture.sidecar.api import Api
+from suture.sidecar.transport import serve
 
 from .conftest import RATE_LIMIT, Running, dedent, write_config
 

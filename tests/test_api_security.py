@@ -12,7 +12,7 @@ import time
 
 import pytest
 from suture.engine.config import load_config
-from suture.sidecar.api import serve
+from suture.sidecar.transport import serve
 
 from .conftest import RATE_LIMIT, Running, dedent, write_config
 

@@ -122,7 +122,7 @@ def test_a_proposal_is_alerted_to_the_webhook(tmp_path, target, running):
 def test_database_and_cache_probes_report_health_through_the_api(tmp_path, target, running, postgres_server,
                                                                    redis_server):
     """Real PostgreSQL and Redis servers: both probes healthy in /api/monitoring/health, with latency."""
-    from suture.sidecar.api import serve
+    from suture.sidecar.transport import serve
 
     config = write_config(tmp_path, target, extra=f"""
         probes:

@@ -71,7 +71,7 @@ async function previewRollback(id) {
   confirm.onclick = async () => {
     close();
     try {
-      const answer = await change(`/api/monitoring/rollback/${encodeURIComponent(id)}${p.needs_force ? "?force=true" : ""}`);
+      const answer = await change(`/api/monitoring/rollback/${encodeURIComponent(id)}${p.needs_force ? "?force=true" : ""}`, { by: "dashboard" });
       toast(`Rolled back ${id}: ${answer.restored.length ? answer.restored.join(", ") : "nothing needed restoring"}`, "ok");
       later(refreshBackups);
       later(refreshFixes);
