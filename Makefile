@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-container bench check lint clean
+.PHONY: demo test test-container bench check lint clean system
+
+## system: the system packages of .ci/packages (installed as root with apt-get; else named, with the command)
+system:
+	@.ci/setup
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,16 +17,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## demo: start the demo app, let it break, watch suture heal it, print the history
-demo: $(STAMP)
+demo:
+	@.ci/setup venv
+	@$(MAKE) --no-print-directory $(STAMP)
 	$(BIN)/suture demo
 
 ## test: the whole suite (unit, integration, end to end), but not the container build
-test: $(STAMP)
+test: system $(STAMP)
 	$(BIN)/python -m pytest -q -m "not container"
 
 ## test-container: build the sidecar image with Podman and prove that, in a container, it heals
 ## another container (tests/test_container_image.py; root; caches in ~/.cache/suture-ci)
-test-container: $(STAMP)
+test-container: system $(STAMP)
 	$(BIN)/python -m pytest -q -m container --durations=0 tests/test_container_image.py
 
 ## bench: benchmarks; each prints a table with the command that produced it

@@ -83,11 +83,12 @@ class _StateCollector(Collector):
                                 value=len(board.holding()))
 
         up = GaugeMetricFamily("suture_probe_up", "1 if the probe's last check was healthy.", labels=["probe"])
-        latency = GaugeMetricFamily("suture_probe_latency_ms", "The probe's last latency.", labels=["probe"])
+        # base units in names, as Prometheus wants (promtool check metrics): seconds, not ms
+        latency = GaugeMetricFamily("suture_probe_latency_seconds", "The probe's last latency.", labels=["probe"])
         for name, result in sorted(dict(sc.probe_results).items()):
             up.add_metric([name], 1.0 if result.healthy else 0.0)
             if result.latency_ms is not None:
-                latency.add_metric([name], result.latency_ms)
+                latency.add_metric([name], result.latency_ms / 1000.0)
         yield up
         yield latency
 

@@ -13,6 +13,35 @@ from suture.engine.playbook import Playbook
 
 from .containers import busybox_image, docker_api, docker_engine, docker_url, make_container  # noqa: F401 (fixtures)
 from .servers import postgres_server, redis_server, silent_server  # noqa: F401 (fixtures)
+from .system import collection_modifyitems, report_collectionfinish, terminal_summary, unconfigure
+
+# -- what the machine lacks, said at the start and at the end (tests/system.py) --
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    collection_modifyitems(config, items)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    return report_collectionfinish(config)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminal_summary(terminalreporter)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    unconfigure(config)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' promtool, to check what /metrics serves; skips loudly without it."""
+    import shutil
+
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("SKIPPED LOUDLY: promtool not found: apt-get install prometheus (see .ci/packages)")
+    return path
 
 
 @dataclass

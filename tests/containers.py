@@ -51,8 +51,8 @@ IMAGE = "localhost/suture-test-busybox:latest"
 LABEL = "io.suture.test"
 CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 CONTAINERS_CONF_TEXT = '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n'
-NO_ENGINE = "no container engine: install podman runc (see .ci/run)"
-NO_BUSYBOX = "no static busybox to build the test image: install busybox-static (see .ci/run)"
+NO_ENGINE = "no container engine: install podman runc (see .ci/packages)"
+NO_BUSYBOX = "no static busybox to build the test image: install busybox-static (see .ci/packages)"
 STATE = Path(tempfile.gettempdir())
 LEASE = STATE / "suture-tests-engine.lock"
 SERVICE_PID = STATE / "suture-tests-podman.pid"

@@ -20,7 +20,7 @@ Redis's clean one; a wait; then SIGKILL) and their folders are removed; if
 the test process is killed, the kernel stops them (PR_SET_PDEATHSIG), so no
 server outlives its session (its folder under the temp folder may).
 Missing binaries skip the tests that ask, naming the Debian packages to
-install (see .ci/run). Session cost: ~2 s for PostgreSQL (``initdb`` is
+install (see .ci/packages). Session cost: ~2 s for PostgreSQL (``initdb`` is
 most of it), ~0.1 s for Redis.
 """
 
@@ -50,8 +50,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-NO_POSTGRES = "PostgreSQL server binaries not found (initdb, postgres): apt-get install postgresql (see .ci/run)"
-NO_REDIS = "redis-server not found: apt-get install redis-server (see .ci/run)"
+NO_POSTGRES = "PostgreSQL server binaries not found (initdb, postgres): apt-get install postgresql (see .ci/packages)"
+NO_REDIS = "redis-server not found: apt-get install redis-server (see .ci/packages)"
 # Characters that must be percent-encoded in a URL: the probes' URL handling is tested on the real thing.
 PASSWORD = "s3cret/p@ss:word"
 START_TIMEOUT = 20.0

@@ -89,3 +89,36 @@ def test_health_reports_every_probe(api):
     r, _ = api
     _, _, body = get(r, "/api/monitoring/health")
     assert json.loads(body)["overall_status"] == "healthy"
+
+
+def test_metrics_pass_promtool_check_metrics(tmp_path, target, running, promtool):
+    """What /metrics serves, with every family holding samples (a probe with a latency, a fix, a matched line,
+    the API's own counters), passes `promtool check metrics`: base units in names, counters end in _total."""
+    import socket
+    import subprocess
+
+    listener = socket.create_server(("127.0.0.1", 0))  # something the tcp probe finds healthy
+    try:
+        port = listener.getsockname()[1]
+        config = write_config(tmp_path, target, extra=f'probes:\n  api: {{tcp: "127.0.0.1:{port}", interval: 1s}}\n')
+        (config.playbooks / "timeouts.yaml").write_text(dedent(PLAYBOOK))
+        log = target / "logs" / "app.log"
+        log.write_text("")
+        r = running(config)
+        server = serve(r.sidecar)
+        try:
+            with open(log, "a") as fh:
+                fh.write("TIMEOUT calling /orders\nTIMEOUT calling /orders\n")
+            r.wait_for(lambda e: e.kind == "proposed")
+            deadline = time.monotonic() + 10
+            while b"suture_probe_latency_seconds{" not in get(r, "/metrics")[2] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            _, _, body = get(r, "/metrics")
+        finally:
+            server.shutdown()
+            server.server_close()
+    finally:
+        listener.close()
+    assert b'suture_probe_latency_seconds{probe="api"}' in body and b"suture_fixes_total{" in body
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
