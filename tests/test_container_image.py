@@ -107,7 +107,7 @@ def tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, capture_output=True, check=False)
         missing = sorted({pkg for cmd, pkg in TOOLS.items() if shutil.which(cmd) is None})
     if missing:
-        unavailable(f"no container engine: cannot install {' '.join(missing)} (see .ci/run)")
+        unavailable(f"no container engine: cannot install {' '.join(missing)} (see .ci/packages)")
     if not CONTAINERS_CONF.exists():  # runc and cgroupfs: what works without systemd (as tests/containers.py)
         CONTAINERS_CONF.parent.mkdir(parents=True, exist_ok=True)
         CONTAINERS_CONF.write_text(CONTAINERS_CONF_TEXT)
