@@ -1,4 +1,4 @@
-# suture as a sidecar image. See README "Run as a sidecar".
+# suture as a sidecar image. See docs/deployment.md.
 #
 #   docker build -t suture .
 #   podman build --format docker -t suture .        # --format docker: OCI images drop HEALTHCHECK

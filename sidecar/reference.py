@@ -1,8 +1,8 @@
-"""The playbook reference in README.md, generated from schemas/playbook.schema.json.
+"""The playbook reference in docs/playbooks.md, generated from schemas/playbook.schema.json.
 
 The schema is the single source of truth: a test renders this and compares
-it with the README section between the reference markers, so the two cannot
-drift. ``python -m suture.sidecar.reference --write`` updates README.md.
+it with the section of docs/playbooks.md between the reference markers, so the two
+cannot drift. ``python -m suture.sidecar.reference --write`` updates docs/playbooks.md.
 """
 
 from __future__ import annotations
@@ -54,19 +54,19 @@ def _table(node: Mapping[str, Any], *, skip: tuple[str, ...] = ()) -> list[str]:
 def render_reference(schema: Mapping[str, Any] | None = None) -> str:
     schema = schema or load_schema("playbook")
     defs = schema["$defs"]
-    out = [START, "", "#### Top-level keys", "", *_table(schema), ""]
-    out += ["#### Conditions (in `when` and in `validate.expect`)", ""]
+    out = [START, "", "### Top-level keys", "", *_table(schema), ""]
+    out += ["### Conditions (in `when` and in `validate.expect`)", ""]
     combinators = defs["condition"]["properties"]
     for name in CONDITIONS:
         out += [f"`{name}`: {combinators[name].get('description', '')}", "", *_table(defs[name]), ""]
     out += [f"`all` / `any` / `not`: {combinators['all']['description']} / {combinators['any']['description']} / "
             f"{combinators['not']['description']}", ""]
-    out += ["#### Actions (in `fix` and `on_rollback`)", ""]
+    out += ["### Actions (in `fix` and `on_rollback`)", ""]
     actions = defs["action"]["properties"]
     for name in ACTIONS:
         out += [f"`{name}`: {actions[name].get('description', '')}", "", *_table(defs[name]), ""]
-    out += ["#### `validate`", "", *_table(defs["validate"]), ""]
-    out += ["#### `examples`", "", *_table(schema["properties"]["examples"]), ""]
+    out += ["### `validate`", "", *_table(defs["validate"]), ""]
+    out += ["### `examples`", "", *_table(schema["properties"]["examples"]), ""]
     out += [f"Durations: {defs['duration']['description']}", "", END]
     return "\n".join(out)
 
@@ -78,8 +78,8 @@ def readme_section(readme: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", type=Path, nargs="?", const=Path("README.md"),
-                        help="replace the section in README.md (or the given file)")
+    parser.add_argument("--write", type=Path, nargs="?", const=Path("docs/playbooks.md"),
+                        help="replace the section in docs/playbooks.md (or the given file)")
     args = parser.parse_args(argv)
     text = render_reference()
     if args.write:

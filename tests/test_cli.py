@@ -176,10 +176,10 @@ def test_plain_pip_install_gives_a_working_command(tmp_path):
 
 
 def test_readme_reference_matches_the_schema():
-    """The playbook reference in README.md is the one generated from the schema (no drift)."""
+    """The playbook reference in docs/playbooks.md is the one generated from the schema (no drift)."""
     from suture.sidecar.reference import readme_section, render_reference
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "playbooks.md").read_text()
     assert readme_section(readme) == render_reference(), "run: python -m suture.sidecar.reference --write"
 
 
@@ -195,3 +195,75 @@ def test_check_says_which_engine_matches_each_pattern(demo):
     assert "empty.yaml:2: pattern /^$/ runs on re: " in result.stdout
     verbose = suture("check", "-v", "--config", str(demo / "suture.yaml"))
     assert "/429 .*Too Many Requests/ runs on hyperscan" in verbose.stdout
+
+
+# --- `suture check` on a config that does not load (issue 13 item 4) ---------------------
+
+BROKEN_CONFIGS = {
+    "schema": "target_root: .\nthreshold: high\nsourcs: {}\n",
+    "yaml": "target_root: .\nsources: {app: {file: app.log}\n",
+    "semantic": "target_root: .\nallowed_paths: [../etc]\nprobes: {api: {http: 'http://x/', interval: soon}}\n",
+}
+
+
+def _problems_of(config: Path) -> list[str]:
+    from suture.engine.config import load_config
+    from suture.engine.errors import DocumentError
+
+    try:
+        load_config(config)
+    except DocumentError as exc:
+        return [p.render() for p in exc.problems]
+    raise AssertionError(f"{config} loaded")
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_CONFIGS))
+def test_check_reports_every_problem_of_a_config_that_does_not_load(tmp_path, kind):
+    """`suture check --config FILE` (no paths) on a broken config: each problem as file:line, exit 1."""
+    (tmp_path / "suture.yaml").write_text(BROKEN_CONFIGS[kind])
+    expected = _problems_of(tmp_path / "suture.yaml")
+    result = suture("check", "--config", str(tmp_path / "suture.yaml"))
+    assert result.returncode == 1, result.stderr
+    assert [line for line in expected if line not in result.stderr] == []
+    assert "name playbook files or folders" not in result.stderr
+
+
+def test_check_reports_a_broken_config_beside_its_playbooks(demo):
+    """With playbook paths too, the config's problems are still reported, and the exit is 1."""
+    (demo / "suture.yaml").write_text(BROKEN_CONFIGS["schema"])
+    expected = _problems_of(demo / "suture.yaml")
+    result = suture("check", "--config", str(demo / "suture.yaml"), str(demo / "playbooks"))
+    assert result.returncode == 1
+    assert [line for line in expected if line not in result.stderr] == []
+
+
+def test_check_reports_the_default_config_when_it_does_not_load(tmp_path):
+    """`suture check` alone in a folder whose suture.yaml is broken: its problems at file:line, exit 1."""
+    (tmp_path / "suture.yaml").write_text(BROKEN_CONFIGS["schema"])
+    result = suture("check", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "suture.yaml:2:12: expected a number, got a string 'high' (at threshold)" in result.stderr
+    assert "suture.yaml:3:1: unknown key 'sourcs' (did you mean 'sources'?) (at sourcs)" in result.stderr
+
+
+def test_check_json_lists_the_problems_of_a_config_that_does_not_load(tmp_path):
+    """--json on a broken config: ok false, every problem as an object, exit 1."""
+    (tmp_path / "suture.yaml").write_text(BROKEN_CONFIGS["schema"])
+    result = suture("check", "--json", "--config", str(tmp_path / "suture.yaml"))
+    body = json.loads(result.stdout)
+    assert (1, False) == (result.returncode, body["ok"])
+    assert [("threshold", 2), ("sourcs", 3)] == [(p["path"], p["line"]) for p in body["problems"]]
+
+
+def test_check_reports_a_named_config_that_does_not_exist(tmp_path):
+    """A --config that is not there fails to load like any other: named, exit 1."""
+    result = suture("check", "--config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory" in result.stderr
+
+
+def test_check_without_config_or_paths_is_still_a_usage_error(tmp_path):
+    """No ./suture.yaml and no paths: nothing to check, exit 2 with the usage hint."""
+    result = suture("check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "name playbook files or folders" in result.stderr

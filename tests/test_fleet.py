@@ -74,14 +74,14 @@ def test_an_older_history_file_is_upgraded_in_place(tmp_path):
 
 
 def test_every_query_in_the_readme_runs_on_a_real_history(tmp_path):
-    """The ready-made SQL in README.md runs (read-only path) against a history with data in it."""
+    """The ready-made SQL in docs/history.md runs (read-only path) against a history with data in it."""
     import re
 
     from .test_sidecar import seed_successes
 
     seed_successes(tmp_path, "rate-limit-backoff", 3)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## The history, in SQL"):readme.index("### Learning a person can explain")]
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "history.md").read_text()
+    section = readme[readme.index("# The history, in SQL"):readme.index("## Learning a person can explain")]
     queries = [q.strip() for block in re.findall(r"```sql\n(.*?)```", section, re.S) for q in block.split(";")]
     queries = [q for q in queries if q and not all(line.startswith("--") for line in q.splitlines())]
     assert len(queries) >= 7

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each against a baseline measured in the same run.
 
-Prints markdown tables (pasted into README.md) headed by the command that
+Prints markdown tables (pasted into docs/benchmarks.md) headed by the command that
 produced them. The machine is shared and noisy, so figures are compared with
 a baseline measured seconds apart, never asserted in a test.
 """
