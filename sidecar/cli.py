@@ -3,7 +3,8 @@
 Every command takes ``--config FILE`` (default ``./suture.yaml``), which also
 locates the state_dir (history, backups, checkpoints). Exit codes: 0 ok,
 1 the command's check failed (problems found, conflict refused), 2 bad usage
-or unreadable config.
+or unreadable config (except for ``check``, whose job is to report a config
+that does not load: its problems at file:line, exit 1).
 """
 
 from __future__ import annotations
@@ -140,9 +141,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         except DocumentError as exc:
             problems.extend(exc.problems)
     paths = [Path(p) for p in args.paths] or ([config.playbooks] if config else [])
-    if not paths:
+    if not paths and not problems:
         print("suture check: name playbook files or folders, or a --config that names them", file=sys.stderr)
         return 2
+    # A config that did not load is the problem to show (a newcomer's first typo), not a usage error:
+    # its problems are reported with whatever playbooks were named, and the exit is 1.
     result = load_playbooks(paths, config)
     problems.extend(result.problems)
     for pb in result.playbooks:
@@ -165,6 +168,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.run_examples:
         passed = sum(r.ok for r in examples)
         print(f"examples: {passed} of {len(examples)} passed", file=sys.stdout if passed == len(examples) else sys.stderr)
+    if not paths:
+        print(f"{args.config} did not load, {len(problems)} problem(s); its playbooks were not checked", file=sys.stderr)
+        return 1
     checked = f"{len(result.playbooks)} playbook(s) ok"
     print(f"{checked}, {len(problems)} problem(s)" if problems else checked, file=sys.stderr if problems else sys.stdout)
     return 1 if problems else 0

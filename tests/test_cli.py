@@ -251,8 +251,8 @@ def test_check_json_lists_the_problems_of_a_config_that_does_not_load(tmp_path):
     (tmp_path / "suture.yaml").write_text(BROKEN_CONFIGS["schema"])
     result = suture("check", "--json", "--config", str(tmp_path / "suture.yaml"))
     body = json.loads(result.stdout)
-    assert (1, False) == (result.returncode, body["ok"])
-    assert [("threshold", 2), ("sourcs", 3)] == [(p["path"], p["line"]) for p in body["problems"]]
+    assert (result.returncode, body["ok"]) == (1, False)
+    assert [(p["path"], p["line"]) for p in body["problems"]] == [("threshold", 2), ("sourcs", 3)]
 
 
 def test_check_reports_a_named_config_that_does_not_exist(tmp_path):
@@ -267,3 +267,23 @@ def test_check_without_config_or_paths_is_still_a_usage_error(tmp_path):
     result = suture("check", cwd=tmp_path)
     assert result.returncode == 2
     assert "name playbook files or folders" in result.stderr
+
+
+def test_the_readme_playbook_is_a_valid_playbook():
+    """The playbook shown on the front page loads (schema and model) as it is written."""
+    import re
+
+    from suture.engine.loader import parse_playbook
+
+    (block,) = re.findall(r"```yaml\n(id: .*?)```", (REPO / "README.md").read_text(), re.S)
+    assert parse_playbook(block, "README.md").id == "rate-limit-backoff"
+
+
+def test_every_command_the_readme_shows_exists():
+    """Each `suture <command>` in the README's shell blocks is a real subcommand."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    shown = {m for block in re.findall(r"```sh\n(.*?)```", readme, re.S) for m in re.findall(r"^suture (\w+)", block, re.M)}
+    helptext = subprocess.run([*SUTURE, "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert shown and {c for c in shown if not re.search(rf"^    {c}\b", helptext, re.M)} == set()
