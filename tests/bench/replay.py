@@ -86,7 +86,7 @@ def write_setup(root: Path) -> Path:
             f"validate: {{window: 2m, expect: [{{log: {{source: app, pattern: {quoted}, at_most: 0}}}}]}}\ncooldown: 10m\n"
         )
     (root / "suture.yaml").write_text(
-        "target_root: ./target\nallowed_paths: [config/]\nplaybooks: ./playbooks\nstate_dir: ./state\n"
+        "target_root: ./target\nallowed_paths: [config/]\nallowed_containers: [app, cache]\nplaybooks: ./playbooks\nstate_dir: ./state\n"
         f"sources:\n  app: {{file: {root}/target/logs/*.log}}\napi: {{enabled: false}}\n"
     )
     return root / "suture.yaml"
