@@ -372,6 +372,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .init import run_init
+
+    return run_init(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -391,6 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="A self-healing sidecar: playbooks turn log lines and probes into validated, reversible fixes.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common],
+                       help="set suture up for your app: a suture.yaml (--config) and two starter playbooks in shadow mode",
+                       description="Writes the --config file (default ./suture.yaml) and playbooks/ beside it, checks them "
+                       "and prints the commands to run next. Asks at a terminal (the flags' values as defaults); "
+                       "without one, or with --yes, it takes the flags only.")
+    p.add_argument("--log", metavar="PATH|GLOB", help="the app's log file or glob (need not match yet)")
+    p.add_argument("--container", metavar="NAME", help="or: follow this container's log (Docker Engine API)")
+    p.add_argument("--app-config", metavar="FILE", help="the app's config file (YAML, JSON, TOML, INI or .env)")
+    p.add_argument("--url", metavar="URL", help="a health URL to probe (http:// or https://)")
+    p.add_argument("--app-dir", metavar="DIR", help="the app folder, target_root (default: the common parent of the "
+                   "config file and the logs)")
+    p.add_argument("--restart-command", metavar="CMD",
+                   help="a command that restarts the app (a file log only), e.g. 'systemctl restart myapp'")
+    p.add_argument("--port", type=int, metavar="N", help="the port of suture's API (default 8765, or a free one)")
+    p.add_argument("--force", action="store_true", help="overwrite files that exist")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask: take the flags only")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("run", parents=[common], help="run the sidecar until Ctrl-C / SIGTERM")
     p.set_defaults(func=cmd_run)
