@@ -40,6 +40,7 @@ from .init_texts import GLOB_CHARS, Setup, allowed_entry, next_commands, rel, te
 
 DEFAULT_PORT = 8765
 CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # what allowed_containers and restart accept
+SHELL_OPERATORS = frozenset({"&&", "||", ";", "|", "&", ">", ">>", "<"})
 T = TypeVar("T")
 
 
@@ -104,6 +105,8 @@ def probe_url(text: str) -> str | None:
     url = text.strip()
     if not url:
         return None
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InitError(f"health URL {url!r} holds a space or a control character")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InitError(f"health URL {url!r} is not an http:// or https:// URL with a host")
@@ -128,6 +131,10 @@ def restart_argv(text: str) -> tuple[str, ...]:
         raise InitError(f"restart command {text!r}: {exc}") from None
     if not argv:
         return ()
+    operators = sorted({a for a in argv if a in SHELL_OPERATORS})
+    if operators:
+        raise InitError(f"restart command {text!r}: {' '.join(operators)} would be passed to the program as text;"
+                        " fixes run a program without a shell (put the steps in a script and name it)")
     program = argv[0]
     if "/" not in program:
         found = shutil.which(program, path=CHILD_PATH)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -21,7 +22,18 @@ import pytest
 import yaml
 from suture.engine.config import load_config
 from suture.sidecar.demo import free_port
-from suture.sidecar.init import Answers, InitError, choose_allowed, choose_target_root, interview, plan, self_check
+from suture.sidecar.init import (
+    Answers,
+    InitError,
+    api_port,
+    choose_allowed,
+    choose_target_root,
+    interview,
+    plan,
+    probe_url,
+    restart_argv,
+    self_check,
+)
 from suture.sidecar.init import write as write_files
 from suture.sidecar.init_texts import modeline, texts, yaml_str
 
@@ -409,6 +421,19 @@ def test_a_restart_command_needs_an_absolute_program(app):
     with pytest.raises(InitError, match="is a relative path"):
         plan(Answers(log="logs/app.log", app_config="config/settings.yaml", restart_command="./restart.sh"),
              app / "suture.yaml", app)
+
+
+@pytest.mark.parametrize(("check", "text", "message"), [
+    (probe_url, "http://app/he\talth", "holds a space or a control character"),
+    (probe_url, "http://app:99999/", "has an invalid port"),
+    (probe_url, "localhost:8000", "is not an http:// or https:// URL"),
+    (restart_argv, "systemctl restart shop && echo done", "&& would be passed to the program as text"),
+    (api_port, "0", "is not a port number"),
+])
+def test_an_answer_init_cannot_use_says_why(check, text, message):
+    """Each check refuses what it cannot write safely, naming the answer."""
+    with pytest.raises(InitError, match=re.escape(message)):
+        check(text)
 
 
 def test_the_schema_modelines_resolve_from_where_they_are_written(initialized):
