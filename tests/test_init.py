@@ -330,6 +330,9 @@ class Terminal:
     def close(self) -> int:
         try:
             return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # still waiting for an answer: the test failed before the end
+            return self.proc.wait()
         finally:
             os.close(self.master)
 
