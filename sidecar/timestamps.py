@@ -1,45 +1,59 @@
-"""Reading a log line's own time, for replay.
+"""Reading a log line's own time, for replay: the format, and the calendar.
 
-Auto-detected at the start of a line (in this order, the last format that
-worked tried first):
+Pure and clock-free: everything it knows about the world (the year to start
+from, the file's mtime) is given to it. One :class:`Timestamps` per log file,
+fed the file's lines in order.
 
-- ISO-8601: ``2026-11-25T10:00:01Z``, ``2026-11-25T10:00:01.123+01:00``,
-  ``2026-11-25 10:00:01`` (naive means UTC), optionally inside ``[...]``;
-- Python logging: ``2026-11-25 10:00:01,123``;
-- syslog: ``Nov 25 10:00:01`` (optionally after ``<PRI>``; the year is given,
-  and moves on by one when the month wraps from December to January);
-- epoch seconds (10 digits, optional fraction) or milliseconds (13 digits);
-- Apache/nginx common log format ``[25/Nov/2026:10:00:01 +0000]``, anywhere.
+**Which format.** Without configuration every format of :mod:`.logtime` is
+tried, the last one that worked first (so a file's format is found once and
+each line then costs one regex). A source may say how instead
+(``sources.NAME.timestamp`` in suture.yaml): ``format`` is a strptime format,
+the name of one built-in format (``syslog``, ``klog``, ... as in
+the table in :mod:`.logtime`; ``iso8601`` and ``auto`` mean every one,
+as without configuration), and ``regex`` a regex with a named group ``ts``
+that finds the text to read (with ``format`` if given, else auto-detected).
+Without ``regex``, a ``format`` is matched at the start of the line.
 
-A source may say how instead (``sources.NAME.timestamp`` in suture.yaml):
-``format`` is a strptime format (or ``iso8601``/``auto``, ``epoch``), and
-``regex`` a regex with a named group ``ts`` that finds the text to parse
-(with ``format`` if given, else auto-detected). Without ``regex``, a
-``format`` is matched at the start of the line.
+**The calendar.** Some formats leave out the year (syslog, logcat, klog, a
+strptime format without ``%Y``) or the whole date (logback's ``10:00:01.123``).
+Such a time is placed:
 
-Parsing is cached by the timestamp's text, since neighbouring lines share it.
+- after an earlier line of the file with a time: in that line's year (its
+  day, for a time of day alone), moved on by a year (a day) when it would
+  otherwise be more than a day (an hour) before that line: December to
+  January, 23:59 to 00:00. A line a little out of order stays where it is;
+- for the file's first time: in ``year`` if given (``suture replay
+  --year``; a time of day alone ignores it); else at the latest year (date)
+  that puts it no later than
+  ``reference`` (the file's mtime) plus 14 hours. The file's lines were
+  written before it was last modified, and 14 hours is the largest zone
+  offset: times without a zone are read as UTC, so a log written in local
+  time east of UTC runs up to 14 hours "after" its mtime.
+
+So a year-less file is placed right when it spans less than a year, and a
+date-less one when it spans less than ten hours or lies within one UTC day
+(or when a line before its first time of day has a date).
+:attr:`Timestamps.placed` says whether a time was placed from ``reference``
+(replay then checks the file did not end after it).
+
+Without ``year`` and ``reference`` such a time cannot be placed and reads as
+no time at all.
 """
 
 from __future__ import annotations
 
-import calendar
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from suture.engine.errors import SutureError
 
-MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-_MON = "(" + "|".join(MONTHS) + ")"
+from .logtime import CACHE_SIZE, DAY, SAME_UNTIL, Formats, Partial, Reader, Reading, utc
 
-ISO = re.compile(
-    r"\[?(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|[+-]\d{2}(?::?\d{2})?)?(?![\d:])"
-)
-SYSLOG = re.compile(r"(?:<\d{1,3}>)?" + _MON + r" {1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\b")
-EPOCH = re.compile(r"\[?(\d{10}|\d{13})(?:\.(\d{1,9}))?(?!\d)")
-CLF = re.compile(r"\[(\d{2})/" + _MON + r"/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-]\d{4})\]")
-CACHE_SIZE = 4096
+SLACK = 14 * 3600.0  # the largest zone offset: how far a zone-less line may lie after its file's mtime
+YEAR_BACK = DAY  # a year-less time this far before the previous line's is in the next year
+DAY_BACK = 3600.0  # a date-less time this far before the previous line's is on the next day
+AUTO = ("iso8601", "auto")
 
 # strptime directive -> a regex for the text it reads (to find it at the start of a line)
 _DIRECTIVES = {
@@ -49,31 +63,12 @@ _DIRECTIVES = {
     "z": r"(?:Z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)", "Z": r"[A-Za-z]{1,5}", "U": r"\d{1,2}", "W": r"\d{1,2}",
     "w": r"\d", "u": r"\d", "V": r"\d{1,2}", "G": r"\d{4}", "%": "%",
 }
+_YEAR_DIRECTIVES = ("%Y", "%y", "%G")
+_DATE_DIRECTIVES = ("%d", "%j", "%m", "%b", "%B", "%h")
 
 
 class TimestampError(SutureError):
     """A configured timestamp format or regex cannot be used."""
-
-
-def _offset(text: str | None) -> int:
-    """``Z``, ``+01:00``, ``-0130``, ``+01`` -> seconds east of UTC."""
-    if not text or text == "Z":
-        return 0
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    return sign * (int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60)
-
-
-def _fraction(digits: str | None) -> float:
-    return int(digits) / 10 ** len(digits) if digits else 0.0
-
-
-def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int | None:
-    try:
-        datetime(year, month, day, hour, minute, second)  # validates (no 30 February)
-    except ValueError:
-        return None
-    return calendar.timegm((year, month, day, hour, minute, second))
 
 
 def strptime_regex(fmt: str) -> str:
@@ -94,22 +89,31 @@ def strptime_regex(fmt: str) -> str:
     return "".join(out)
 
 
-class Timestamps:
-    """``parse(line)`` -> epoch seconds (UTC) or None. One per log file (it keeps state)."""
+def _year_of(at: float) -> int:
+    return datetime.fromtimestamp(at, UTC).year
 
-    def __init__(self, *, format: str | None = None, regex: str | None = None, year: int | None = None) -> None:
-        self.year = year if year is not None else datetime.now(UTC).year
-        self._syslog_year = self.year
-        self._syslog_month = 0
-        self._cache: dict[object, float | None] = {}
+
+class Timestamps:
+    """``parse(line)`` -> epoch seconds (UTC) or None, for one file's lines in order."""
+
+    def __init__(self, *, format: str | None = None, regex: str | None = None, year: int | None = None,
+                 reference: float | None = None) -> None:
+        self.year = year
+        self.reference = reference
+        self.placed = False  # a time was placed on the calendar from `reference`
+        self.partial = False  # the last time parse() returned was written without a year or date
+        self._prev: float | None = None  # the last time parse() returned
+        self._formats = Formats()
+        self._auto: list[tuple[str, Reader]] = list(self._formats.readers.items())
+        self._cache: dict[str, Reading | None] = {}
+        self._midnights: dict[tuple[int, int, int], float | None] = {}
         self._regex: re.Pattern[str] | None = None
         self._find: Callable[[str], re.Match[str] | None] = re.compile("(?!)").match
         self._strptime: str | None = None
-        self._auto: list[Callable[[str], float | None]] = [self._iso, self._syslog, self._epoch, self._clf]
-        if format is not None and format.lower() in ("iso8601", "auto"):
+        if format is not None and format.lower() in AUTO:
             format = None
-        elif format is not None and format.lower() == "epoch":
-            self._auto = [self._epoch]
+        elif format is not None and format.lower() in self._formats.readers:
+            self._auto = [(format.lower(), self._formats.readers[format.lower()])]
             format = None
         if format is not None:
             strptime_regex(format)  # checks the directives
@@ -126,8 +130,22 @@ class Timestamps:
             self._regex = re.compile(r"\[?(?P<ts>" + strptime_regex(format) + ")")
             self._find = self._regex.match  # at the start of the line
 
+    @property
+    def format(self) -> str:
+        """The format the last time was read in (a configured strptime format as itself)."""
+        return self._strptime or self._auto[0][0]
+
     def parse(self, line: str) -> float | None:
-        """The time written on ``line``, or None if it has none."""
+        """The time written on ``line``, placed on the calendar; the next line is placed after it."""
+        reading = self.read(line)
+        at = self.place(reading)
+        if at is not None:
+            self._prev = at
+            self.partial = isinstance(reading, Partial)
+        return at
+
+    def read(self, line: str) -> Reading | None:
+        """What ``line``'s time says, not yet placed on the calendar, changing nothing (a look, not a step)."""
         if self._regex is None:
             return self._detect(line)
         m = self._find(line)
@@ -136,85 +154,109 @@ class Timestamps:
         text = m.group("ts")
         if self._strptime is None:
             return self._detect(text)
-        return self._parse_strptime(text)
+        return self._read_strptime(text, self._strptime)
 
-    # -- auto-detection --
+    # -- which format --
 
-    def _detect(self, line: str) -> float | None:
-        for i, parser in enumerate(self._auto):
-            at = parser(line)
+    def _detect(self, line: str) -> Reading | None:
+        for i, (_name, reader) in enumerate(self._auto):
+            at = reader(line)
             if at is not None:
                 if i:  # try the format that worked first next time
                     self._auto.insert(0, self._auto.pop(i))
                 return at
         return None
 
-    def _cached(self, key: object, compute: Callable[[], float | None]) -> float | None:
+    def _read_strptime(self, text: str, fmt: str) -> Reading | None:
         try:
-            return self._cache[key]
+            return self._cache[text]
         except KeyError:
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
-            value = self._cache[key] = compute()
+            value = self._cache[text] = _strptime(text, fmt)
             return value
 
-    def _iso(self, line: str) -> float | None:
-        m = ISO.match(line)
-        if m is None:
+    # -- the calendar --
+
+    def place(self, reading: Reading | None, after: float | None = None) -> float | None:
+        """Epoch seconds of ``reading``, a partial time placed as the module docstring says.
+
+        ``after``: place it after that time instead of after the last line parse() returned.
+        """
+        if reading is None or isinstance(reading, float):
+            return reading
+        prev = self._prev if after is None else after
+        if reading.month == 0:
+            return self._place_time(reading.seconds, prev)
+        return self._place_date(reading, prev)
+
+    @property
+    def same_until(self) -> int | None:
+        """How many leading characters two lines of this file's format share when no wrap can lie between
+        them (the date, for a format without a year; the hour, for a time of day); None: a configured format."""
+        if self._regex is not None:
             return None
-        y, mo, d, h, mi, s, frac, tz = m.groups()
-        base = self._cached(("iso", y, mo, d, h, mi, s, tz), lambda: self._iso_base(y, mo, d, h, mi, s, tz))
-        return None if base is None else base + _fraction(frac)
+        return SAME_UNTIL.get(self._auto[0][0])
 
-    @staticmethod
-    def _iso_base(y: str, mo: str, d: str, h: str, mi: str, s: str, tz: str | None) -> float | None:
-        at = _utc(int(y), int(mo), int(d), int(h), int(mi), int(s))
-        return None if at is None else float(at - _offset(tz))
-
-    def _syslog(self, line: str) -> float | None:
-        m = SYSLOG.match(line)
-        if m is None:
+    def _place_time(self, seconds: float, prev: float | None) -> float | None:
+        if prev is not None:  # the earliest of the day before, that day and the next not too far before
+            at = prev - prev % DAY - DAY + seconds
+            while at < prev - DAY_BACK:
+                at += DAY
+            return at
+        if self.reference is None:
             return None
-        mon, d, h, mi, s, frac = m.groups()
-        month = MONTHS[mon]
-        if self._syslog_month == 12 and month == 1:
-            self._syslog_year += 1
-        self._syslog_month = month
-        at = _utc(self._syslog_year, month, int(d), int(h), int(mi), int(s))
-        return None if at is None else at + _fraction(frac)
+        self.placed = True
+        latest = self.reference + SLACK
+        at = latest - latest % DAY + seconds
+        return at - DAY if at > latest else at
 
-    @staticmethod
-    def _epoch(line: str) -> float | None:
-        m = EPOCH.match(line)
-        if m is None:
+    def _place_date(self, p: Partial, prev: float | None) -> float | None:
+        if prev is not None:
+            year = _year_of(prev)
+            for y in range(year - 1, year + 9):  # the earliest not too far before (9: 29 February)
+                at = self._at(y, p)
+                if at is not None and at >= prev - YEAR_BACK:
+                    return at
             return None
-        whole, frac = m.groups()
-        if len(whole) == 13:
-            return int(whole) / 1000.0
-        return int(whole) + _fraction(frac)
-
-    def _clf(self, line: str) -> float | None:
-        m = CLF.search(line)
-        if m is None:
+        if self.year is not None:
+            return self._at(self.year, p)
+        if self.reference is None:
             return None
-        d, mon, y, h, mi, s, tz = m.groups()
-        return self._cached(("clf", d, mon, y, h, mi, s, tz),
-                            lambda: self._iso_base(y, str(MONTHS[mon]), d, h, mi, s, tz))
+        self.placed = True
+        latest = self.reference + SLACK
+        year = _year_of(latest)
+        for y in range(year, year - 9, -1):
+            at = self._at(y, p)
+            if at is not None and at <= latest:
+                return at
+        return None
 
-    # -- a configured strptime format --
-
-    def _parse_strptime(self, text: str) -> float | None:
-        fmt = self._strptime
-        assert fmt is not None
-        return self._cached(("strptime", text), lambda: self._strptime_now(text, fmt))
-
-    def _strptime_now(self, text: str, fmt: str) -> float | None:
-        if "%Y" not in fmt and "%y" not in fmt and "%G" not in fmt:
-            text, fmt = f"{text} {self.year}", f"{fmt} %Y"  # so 29 February parses in a leap year
+    def _at(self, year: int, p: Partial) -> float | None:
+        key = (year, p.month, p.day)
         try:
-            parsed = datetime.strptime(text, fmt)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+            midnight = self._midnights[key]
+        except KeyError:
+            if len(self._midnights) >= CACHE_SIZE:
+                self._midnights.clear()
+            day = utc(year, p.month, p.day)
+            midnight = self._midnights[key] = None if day is None else float(day)
+        return None if midnight is None else midnight + p.seconds
+
+
+def _strptime(text: str, fmt: str) -> Reading | None:
+    """``text`` read by a configured strptime format; a Partial when the format has no year or no date."""
+    has_year = any(d in fmt for d in _YEAR_DIRECTIVES)
+    has_date = any(d in fmt for d in _DATE_DIRECTIVES)
+    if not has_year and has_date:
+        text, fmt = f"{text} 2000", f"{fmt} %Y"  # a leap year, so 29 February reads
+    try:
+        parsed = datetime.strptime(text, fmt)
+    except ValueError:
+        return None
+    shift = parsed.utcoffset()
+    east = shift.total_seconds() if shift is not None else 0.0
+    if has_year:
+        return parsed.replace(tzinfo=UTC).timestamp() - east
+    seconds = parsed.hour * 3600 + parsed.minute * 60 + parsed.second + parsed.microsecond / 1e6 - east
+    return Partial(parsed.month, parsed.day, seconds) if has_date else Partial(0, 0, seconds)

@@ -23,7 +23,6 @@ from suture.sidecar.replay import (
     assign_sources,
     read_chunks,
 )
-from suture.sidecar.timestamps import TimestampError, Timestamps
 
 from .conftest import RATE_LIMIT, dedent, playbook, write_config
 
@@ -129,30 +128,6 @@ def test_chunks_hold_whole_lines_as_the_tailer_sees_them(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("2026-11-25T10:00:01Z INFO x", "2026-11-25T10:00:01+00:00"),
-        ("2026-11-25T10:00:01.123+01:00 INFO x", "2026-11-25T09:00:01.123000+00:00"),
-        ("2026-11-25 10:00:01 INFO x", "2026-11-25T10:00:01+00:00"),
-        ("2026-11-25 10:00:01,123 ERROR app: x", "2026-11-25T10:00:01.123000+00:00"),
-        ("[2026-11-25T10:00:01Z] ERROR x", "2026-11-25T10:00:01+00:00"),
-        ("Nov 25 10:00:01 host app[12]: x", "2026-11-25T10:00:01+00:00"),
-        ("<34>Nov  5 10:00:01 host app: x", "2026-11-05T10:00:01+00:00"),
-        ('10.0.0.1 - - [25/Nov/2026:11:00:01 +0100] "GET / HTTP/1.1" 200 5', "2026-11-25T10:00:01+00:00"),
-        ("1795600801 x", "2026-11-25T10:00:01+00:00"),
-        ("1795600801.25 x", "2026-11-25T10:00:01.250000+00:00"),
-        ("1795600801123 x", "2026-11-25T10:00:01.123000+00:00"),
-        ("no time on this line", None),
-        ("2026-02-30T10:00:00Z impossible date", None),
-    ],
-)
-def test_timestamp_formats_are_detected(line: str, expected: str | None) -> None:
-    """Each supported format is recognised at the start of a line (CLF anywhere); naive means UTC."""
-    at = Timestamps(year=2026).parse(line)
-    assert expected == (datetime.fromtimestamp(at, UTC).isoformat() if at is not None else None)
-
-
-@pytest.mark.parametrize(
     ("spec", "line"),
     [
         ("{format: '%d/%m/%Y %H:%M:%S'}", "25/11/2026 10:00:01 ERROR 429 Too Many Requests"),
@@ -171,12 +146,6 @@ def test_a_configured_timestamp_format_or_regex_is_used(tmp_path: Path, target: 
     log.write_text(f"{line}\n" * 3)
     firings, _ = replay(config, [LogFile(log, "app")])
     assert [f.at for f in firings] == [T0 + 1]
-
-
-def test_a_timestamp_regex_needs_a_ts_group() -> None:
-    """A configured regex without (?P<ts>...) is refused with a message that says so."""
-    with pytest.raises(TimestampError, match="named group 'ts'"):
-        Timestamps(regex=r"time=(\S+)")
 
 
 def test_a_file_outside_every_source_glob_is_a_clear_error(tmp_path: Path, target: Path) -> None:
