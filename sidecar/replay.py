@@ -5,11 +5,19 @@ and touches nothing: the history is an in-memory DuckDB, backups go to a
 temporary folder that is removed afterwards (and no fix is applied, so none
 is written), target files are only read to plan the edit.
 
-Time comes from the lines themselves (:mod:`.timestamps`): a line without a
-timestamp takes the latest one before it, a file starts at its first one.
-Within one file time never goes backwards (a line stamped earlier than the
-one before it counts at the later time); several files are merged in time
-order, so rotated files and concurrent sources both replay as they happened.
+Time comes from the lines themselves (:mod:`.timestamps` reads some twenty
+formats without configuration; :mod:`.replay_read` gives each line its time,
+or replays a file without readable times in file order, 1 line per ms, and
+says so). Times without a year or date are placed by the file's mtime
+(``--year`` overrides the year). Several files are merged in time order, so
+rotated files and concurrent sources both replay as they happened.
+
+What a log cannot show is decided by :mod:`.evaluable`: alternatives of a
+``when`` with no log condition are not evaluable from logs and are listed,
+not replayed (``--assume hold`` replays them, holding from the first line);
+the probe, metric and container conditions beside a log condition are
+assumed to hold (``--assume fail``: to fail), and each firing names what it
+assumed.
 
 The path of a line is the sidecar's (:mod:`.runtime`): matched line ->
 ``SignalBoard.line`` -> transitions -> rules -> ``decide`` with the history
@@ -18,14 +26,14 @@ against earlier firings. Windows age with the lines' times (checked before
 every matched line and at the end of every chunk). Not simulated: validation
 windows and rollbacks (the recorded log was written without these fixes),
 so history never changes confidence, and no fix is ever "in flight".
-Conditions a log cannot show (probes, metrics, containers) are assumed to
-hold where a playbook needs them to (``--assume fail``: never).
 
 Speed: a file is read in 4 MiB chunks (gzip transparently); hyperscan scans
 each chunk for every pattern of its source at once, and only matched lines,
 plus the last line of each chunk, reach Python.
 
 Skipped firings (cooldown) are shown too, dimmed on a terminal, and counted.
+Warnings (a file in file order, times placed past the file's mtime, a source
+no playbook reads) go to stderr as they happen, and into the summary.
 """
 
 from __future__ import annotations
@@ -33,49 +41,52 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
-import gzip
 import heapq
-import io
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import duckdb
 from suture.engine.actions import Plan
 from suture.engine.backup import BackupStore
 from suture.engine.config import Config, load_config
 from suture.engine.decide import Gate, Outcomes, decide
-from suture.engine.errors import ActionError, SutureError
+from suture.engine.errors import ActionError
 from suture.engine.executor import Executor, Outcome
 from suture.engine.loader import load_playbooks
-from suture.engine.playbook import FILE_ACTIONS, Leaf, LogCondition, Playbook, leaves
-from suture.engine.rules import Fact, Match, Rules, to_dnf
+from suture.engine.playbook import FILE_ACTIONS, LogCondition, Playbook, leaves
+from suture.engine.rules import Fact, Match, Rules
 from suture.engine.store import Store
 
+from .evaluable import Assume, LogView, log_views
+from .replay_read import (
+    CHUNK_BYTES,
+    HEAD_LINES,
+    ORDER_STEP,
+    DenseClock,
+    OrderClock,
+    ReplayError,
+    StampClock,
+    count_lines,
+    head_time,
+    read_chunks,
+)
 from .signals import SignalBoard, Transition
-from .timestamps import Timestamps
+from .timestamps import SLACK, Timestamps
 
-CHUNK_BYTES = 4 * 1024 * 1024
-GZIP_MAGIC = b"\x1f\x8b"
-BOM = b"\xef\xbb\xbf"
 PROGRESS_EVERY = 0.1  # seconds between progress bar updates
 NOT_SIMULATED = ("validation windows and rollbacks (the recorded log was written without these fixes), "
                  "so history never changes confidence; each planned edit is computed from the target files as they are now")
 _ROTATED = re.compile(r"(\.gz|\.\d+|-\d{8}(\d{2})?)$")
-
-
-class ReplayError(SutureError):
-    """A replay that cannot start: a file missing, a source that cannot be told."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +113,43 @@ class Firing:
     effects: tuple[str, ...] = ()
     problem: str | None = None  # why no fix could be planned
     fix_id: str | None = None
+    assumed: tuple[str, ...] = ()  # the conditions a log cannot show that this firing took as holding (or not)
+    from_logs: bool = True  # False: it rests on assumed conditions alone (--assume hold)
 
     def as_json(self) -> dict[str, Any]:
         return {"type": "firing", "at": iso(self.at), "time": self.at, "playbook": self.playbook_id,
                 "key": self.key, "labels": dict(self.labels), "detected": list(self.detected), "count": self.count,
                 "verdict": self.verdict, "reason": self.reason, "adjusted_confidence": self.adjusted,
                 "threshold": self.threshold, "changes": [dict(c) for c in self.changes],
-                "effects": list(self.effects), "problem": self.problem, "fix_id": self.fix_id}
+                "effects": list(self.effects), "problem": self.problem, "fix_id": self.fix_id,
+                "assumed": list(self.assumed), "from_logs": self.from_logs}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeline:
+    """Where one file's times came from, and the span they cover."""
+
+    path: Path
+    format: str  # the timestamp format read (the last one that worked), or "file order"
+    placed: bool  # times without a year (or date) were placed by the file's mtime
+    first_at: float | None
+    last_at: float | None
+
+    @property
+    def order(self) -> bool:
+        return self.format == "file order"
+
+    def describe(self) -> str:
+        how = self.format
+        if self.order:
+            how += f" (no readable time in its first {HEAD_LINES:,} lines: 1 line per ms, ending at its mtime)"
+        elif self.placed:
+            how += " (no year or date written: placed by the file's mtime)"
+        return f"{self.path}: {how}, {iso(self.first_at) or '-'} to {iso(self.last_at) or '-'}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": str(self.path), "format": self.format, "file_order": self.order,
+                "placed_by_mtime": self.placed, "from": iso(self.first_at), "to": iso(self.last_at)}
 
 
 @dataclass(slots=True)
@@ -121,7 +162,13 @@ class Summary:
     first_at: float | None = None
     last_at: float | None = None
     firings: dict[str, Counter[str]] = field(default_factory=dict)
-    assumed: tuple[str, ...] = ()
+    assumed_only: Counter[str] = field(default_factory=Counter)  # firings per playbook on assumptions alone
+    assume: Assume = "logs"
+    assumed: tuple[str, ...] = ()  # non-log conditions beside log conditions, assumed to hold (or to fail)
+    not_evaluable: dict[str, tuple[str, ...]] = field(default_factory=dict)  # playbook -> alternatives without logs
+    not_replayed: tuple[str, ...] = ()  # playbooks left with nothing to replay (no log condition, no --assume hold)
+    no_logs: tuple[str, ...] = ()  # playbooks without any log condition
+    timelines: list[Timeline] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     patterns: Counter[str] = field(default_factory=Counter)
 
@@ -134,8 +181,14 @@ class Summary:
                 "matched_lines": self.matched_lines, "elapsed_s": round(self.elapsed, 3),
                 "lines_per_s": round(self.lines_per_s), "from": iso(self.first_at), "to": iso(self.last_at),
                 "firings": {pb: dict(c) for pb, c in sorted(self.firings.items())},
-                "not_simulated": NOT_SIMULATED, "assumed": list(self.assumed), "warnings": self.warnings,
-                "patterns": dict(self.patterns)}
+                "assumed_only": dict(sorted(self.assumed_only.items())),
+                "not_simulated": NOT_SIMULATED, "assume": self.assume, "assumed": list(self.assumed),
+                "not_evaluable": [{"playbook": pb, "alternatives": list(alts),
+                                   "replayed_as_holding": self.assume == "hold",
+                                   "has_log_condition": pb not in self.no_logs}
+                                  for pb, alts in sorted(self.not_evaluable.items())],
+                "timelines": [t.as_json() for t in self.timelines],
+                "warnings": self.warnings, "patterns": dict(self.patterns)}
 
 
 def iso(at: float | None) -> str | None:
@@ -178,129 +231,6 @@ def _source_of(path: Path, globs: Mapping[str, str]) -> str:
                       "name one with --source NAME")
 
 
-# --- reading a file --------------------------------------------------------------------
-
-
-def read_chunks(path: Path, *, max_line: int, chunk_bytes: int = CHUNK_BYTES,
-                on_read: Callable[[int], None] | None = None) -> Iterator[bytes]:
-    """Whole lines in big chunks, as the tailer would see them (BOM, CRLF, overlong lines).
-
-    gzip is detected by its magic bytes. A last line without a newline is
-    read too (the file is finished). ``on_read`` gets the bytes read from disk so far.
-    A file that cannot be read (or a broken gzip stream) raises ReplayError naming it.
-    """
-    try:
-        yield from _read_chunks(path, max_line=max_line, chunk_bytes=chunk_bytes, on_read=on_read)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ReplayError(f"{path}: {exc}") from exc
-
-
-def _read_chunks(path: Path, *, max_line: int, chunk_bytes: int,
-                 on_read: Callable[[int], None] | None) -> Iterator[bytes]:
-    with path.open("rb") as raw:
-        gzipped = raw.read(2) == GZIP_MAGIC
-        raw.seek(0)
-        stream: gzip.GzipFile | io.BufferedReader = gzip.GzipFile(fileobj=raw) if gzipped else raw
-        carry = b""
-        first = True
-        skipping = False  # dropping the rest of an overlong line
-        while data := stream.read(chunk_bytes):
-            if on_read is not None:
-                on_read(raw.tell())
-            if skipping:
-                nl = data.find(b"\n")
-                if nl < 0:
-                    continue
-                data, skipping = data[nl:], False
-            buf = carry + data if carry else data
-            cut = buf.rfind(b"\n") + 1
-            carry = buf[cut:]
-            if len(carry) > max_line:
-                carry, skipping = carry[:max_line], True
-            if cut:
-                yield _normalize(buf[:cut], first=first, max_line=max_line)
-                first = False
-        if carry:
-            yield _normalize(carry + b"\n", first=first, max_line=max_line)
-
-
-def _normalize(chunk: bytes, *, first: bool, max_line: int) -> bytes:
-    if first and chunk.startswith(BOM):
-        chunk = chunk[len(BOM):]
-    if b"\r" in chunk:
-        chunk = chunk.replace(b"\r\n", b"\n")  # the tailer drops one trailing \r per line
-    lines = chunk.split(b"\n")
-    if max(map(len, lines)) > max_line:
-        chunk = b"\n".join(_utf8_cut(line[:max_line]) if len(line) > max_line else line for line in lines)
-    return chunk
-
-
-def _utf8_cut(raw: bytes) -> bytes:
-    """``raw`` without a multi-byte character cut in half at its end."""
-    for back in range(1, min(4, len(raw)) + 1):
-        b = raw[-back]
-        if b < 0x80:
-            return raw
-        if b >= 0xC0:
-            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
-            return raw if back >= need else raw[:-back]
-    return raw
-
-
-class _FileClock:
-    """The time of a file's lines: each line's own timestamp, else the latest one before it."""
-
-    def __init__(self, stamps: Timestamps, path: Path, warn: Callable[[str], None]) -> None:
-        self.stamps, self.path, self.warn = stamps, path, warn
-        self.now: float | None = None
-        self.floor = 0  # start of the last line resolved in this chunk: no need to look back past it
-
-    def new_chunk(self, chunk: bytes) -> float | None:
-        """Start a chunk; in the file's first, find its first timestamp (the file starts there)."""
-        self.floor = 0
-        if self.now is not None:
-            return None
-        pos = 0
-        while pos < len(chunk):
-            end = chunk.find(b"\n", pos)
-            at = self.stamps.parse(chunk[pos:end].decode("utf-8", errors="replace"))
-            if at is not None:
-                self.now = at
-                return at
-            pos = end + 1
-        self.warn(f"{self.path}: no timestamp in its first {len(chunk):,} bytes; it starts at 1970-01-01 "
-                  "(set sources.NAME.timestamp)")
-        self.now = 0.0
-        return None
-
-    def line(self, chunk: bytes, start: int, text: str) -> float:
-        at = self.stamps.parse(text)
-        if at is None:
-            at = self._before(chunk, start)
-        return self._settle(at, start)
-
-    def chunk_end(self, chunk: bytes) -> float:
-        start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
-        return self.line(chunk, start, chunk[start:-1].decode("utf-8", errors="replace"))
-
-    def _settle(self, at: float, start: int) -> float:
-        if self.now is not None and at < self.now:
-            at = self.now  # out of order: never move time backwards
-        self.now, self.floor = at, start
-        return at
-
-    def _before(self, chunk: bytes, start: int) -> float:
-        pos = start
-        while pos > self.floor:
-            prev = chunk.rfind(b"\n", 0, pos - 1) + 1
-            at = self.stamps.parse(chunk[prev:pos - 1].decode("utf-8", errors="replace"))
-            if at is not None:
-                return at
-            pos = prev
-        assert self.now is not None  # set by new_chunk
-        return self.now
-
-
 # --- the replay ------------------------------------------------------------------------
 
 
@@ -324,6 +254,7 @@ class _ShadowExecutor(Executor):
         return plan
 
 
+Clock = StampClock | DenseClock | OrderClock
 Event = tuple[float, int, int, int, str, str]  # time, file index, sequence, kind, source, text
 LINE, TICK = 0, 1
 
@@ -337,20 +268,27 @@ class Replay:
         playbooks: Sequence[Playbook],
         *,
         year: int | None = None,
-        assume: Literal["hold", "fail"] = "hold",
+        assume: Assume = "logs",
         on_firing: Callable[[Firing], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
         progress: Progress | None = None,
         chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.config = config
-        self.playbooks = {pb.id: pb for pb in playbooks}
+        self.views: dict[str, LogView] = {v.playbook_id: v for v in log_views(playbooks, assume)}
+        replayed = [v.replayed for v in self.views.values() if v.replayed is not None]
+        self.playbooks = {pb.id: pb for pb in replayed}
         self.year = year
         self.assume = assume
         self.on_firing = on_firing
+        self.on_warning = on_warning
         self.progress = progress
         self.chunk_bytes = chunk_bytes
-        self.summary = Summary()
-        self.board = SignalBoard(list(playbooks))
+        self.summary = Summary(assume=assume)
+        self.summary.not_evaluable = {v.playbook_id: v.blind for v in self.views.values() if v.blind}
+        self.summary.not_replayed = tuple(v.playbook_id for v in self.views.values() if v.replayed is None)
+        self.summary.no_logs = tuple(v.playbook_id for v in self.views.values() if not v.has_logs)
+        self.board = SignalBoard(replayed)
         self.rules = Rules()
         self.store = Store(duckdb.connect(":memory:"), None)
         self.store.migrate()
@@ -386,27 +324,41 @@ class Replay:
             if self.progress is not None:
                 self.progress.done()
         self.summary.elapsed = time.perf_counter() - began
+        self.summary.timelines.sort(key=lambda t: (t.first_at is None, t.first_at or 0.0, str(t.path)))
         for patterns in self.board.patterns.values():
             self.summary.patterns.update(patterns.stats)
         return self.summary
 
     # -- reading --
 
+    def _clock(self, f: LogFile) -> tuple[Clock, Timestamps]:
+        """The file's clock: its own times, or file order when none of its first lines has one."""
+        spec = self.config.sources.get(f.source)
+        mtime = f.path.stat().st_mtime
+        stamps = Timestamps(format=spec.timestamp_format if spec else None,
+                            regex=spec.timestamp_regex if spec else None, year=self.year, reference=mtime)
+        first, looked, partial = head_time(f.path, stamps, max_line=self.config.max_line_bytes)
+        if first is not None:
+            return (DenseClock if partial else StampClock)(stamps, first), stamps
+        lines = count_lines(f.path, max_line=self.config.max_line_bytes)
+        clock = OrderClock(mtime, lines)
+        which = f"its first {looked:,} lines" if looked >= HEAD_LINES else f"its {looked:,} line(s)"
+        self._warn(f"{f.path}: none of {which} has a time suture can read; replaying it in file order, "
+                   f"1 line per {ORDER_STEP * 1000:g} ms, from {iso(clock.first)} to its mtime {iso(mtime)} "
+                   f"(set sources.{f.source}.timestamp to read its times)")
+        return clock, stamps
+
     def _events(self, index: int, f: LogFile) -> Iterator[Event]:
         patterns = self.board.patterns.get(f.source)
-        spec = self.config.sources.get(f.source)
-        stamps = Timestamps(format=spec.timestamp_format if spec else None,
-                            regex=spec.timestamp_regex if spec else None, year=self.year)
-        clock = _FileClock(stamps, f.path, self._warn)
-        seq = 0
+        clock, stamps = self._clock(f)
+        yield (clock.now, index, 0, TICK, f.source, "")
+        seq = 1
         for chunk in read_chunks(f.path, max_line=self.config.max_line_bytes, chunk_bytes=self.chunk_bytes,
                                  on_read=lambda n: self._on_read(index, n)):
-            self.summary.lines += chunk.count(b"\n")
+            lines = chunk.count(b"\n")
+            self.summary.lines += lines
             self.summary.bytes += len(chunk)
-            first = clock.new_chunk(chunk)
-            if first is not None:
-                yield (first, index, seq, TICK, f.source, "")
-                seq += 1
+            clock.new_chunk(chunk, lines)
             for start, end, _hits in patterns.scan(chunk) if patterns is not None else ():
                 text = chunk[start:end].decode("utf-8", errors="replace")
                 self.summary.matched_lines += 1
@@ -414,6 +366,18 @@ class Replay:
                 seq += 1
             yield (clock.chunk_end(chunk), index, seq, TICK, f.source, "")
             seq += 1
+        self._timeline(f, clock, stamps)
+
+    def _timeline(self, f: LogFile, clock: Clock, stamps: Timestamps) -> None:
+        self.summary.timelines.append(Timeline(path=f.path, format="file order" if clock.order else stamps.format,
+                                               placed=stamps.placed and not clock.order,
+                                               first_at=clock.first, last_at=clock.now))
+        reference = stamps.reference
+        if stamps.placed and not clock.order and reference is not None and clock.now > reference + SLACK:
+            self._warn(f"{f.path}: its times have no year (or no date) and were placed by the file's mtime "
+                       f"{iso(reference)}, yet they run on to {iso(clock.now)}: the file spans more than a year "
+                       "(a day), or its mtime is older than its last line; give the year with --year, "
+                       f"or set sources.{f.source}.timestamp")
 
     def _on_read(self, index: int, done: int) -> None:
         self._read[index] = done
@@ -438,9 +402,10 @@ class Replay:
         """What Sidecar.install does, at the time of the first line (plus the assumed conditions)."""
         self._started = True
         self.board.start(at)
-        assumed = _assumable(self.playbooks.values()) if self.assume == "hold" else []
-        self.summary.assumed = tuple(leaf.describe() for leaf in assumed)
-        facts = [*self.board.holding(), *(Fact(signal=leaf.signal) for leaf in assumed)]
+        needs = {leaf.signal: leaf for view in self.views.values() for leaf in view.needs}
+        holds = {leaf.signal for view in self.views.values() for leaf in view.holds}
+        self.summary.assumed = tuple(leaf.describe() for leaf in needs.values())
+        facts = [*self.board.holding(), *(Fact(signal=signal) for signal in holds)]
         self._handle(self.rules.load(list(self.playbooks.values()), facts=facts), at)
 
     def _tick(self, now: float) -> None:
@@ -489,9 +454,12 @@ class Replay:
         decision = decide(pb, key=match.key, labels=match.labels, outcomes=outcomes, gate=gate,
                           threshold=self.config.threshold, learning=self.config.learning,
                           fixes_per_hour=self.config.fixes_per_hour, now=now)
+        alternative = self.views[pb.id].alternative(match.rule)
+        from_logs = alternative.from_logs if alternative is not None else True
         firing = Firing(at=now, playbook_id=pb.id, key=match.key, labels=dict(match.labels), detected=detected,
                         count=count, verdict=decision.verdict, reason=decision.reason,
-                        adjusted=decision.adjusted_confidence, threshold=decision.threshold)
+                        adjusted=decision.adjusted_confidence, threshold=decision.threshold,
+                        assumed=alternative.assumed if alternative is not None else (), from_logs=from_logs)
         if decision.verdict != "skip":
             if decision.verdict == "apply":
                 self._applies.append(now)
@@ -503,6 +471,8 @@ class Replay:
             self._gates[(pb.id, match.key)] = dataclasses.replace(gate, last_started_at=now, fixes_last_hour=0)
             firing = self._planned(firing, pb, result, decision.reason)
         self.summary.firings.setdefault(pb.id, Counter())[decision.verdict] += 1
+        if not from_logs:
+            self.summary.assumed_only[pb.id] += 1
         if self.on_firing is not None:
             self.on_firing(firing)
 
@@ -519,17 +489,8 @@ class Replay:
         if message not in self._warned:
             self._warned.add(message)
             self.summary.warnings.append(message)
-
-
-def _assumable(playbooks: Iterable[Playbook]) -> list[Leaf]:
-    """Non-log leaves some playbook needs to hold (they appear un-negated in a conjunction)."""
-    out: dict[str, Leaf] = {}
-    for pb in playbooks:
-        for positive, _negated in to_dnf(pb.when):
-            for leaf in positive:
-                if not isinstance(leaf, LogCondition):
-                    out.setdefault(leaf.signal, leaf)
-    return list(out.values())
+            if self.on_warning is not None:
+                self.on_warning(message)
 
 
 # --- showing it ------------------------------------------------------------------------
@@ -578,7 +539,7 @@ class Printer:
             print(json.dumps(f.as_json()), file=self.out)
             return
         key = f" [{f.key}]" if f.key else ""
-        what = "; ".join(f.detected) + f" ({f.count} in window)"
+        what = _describe_cause(f)
         why = f.reason if f.reason.startswith("confidence") else (
             f"{f.reason}; confidence {f.adjusted:.1f}, threshold {f.threshold:g}")
         line = f"{iso(f.at)}  {f.verdict.upper():<7}  {f.playbook_id}{key}: {what} -> {why}"
@@ -589,6 +550,12 @@ class Printer:
             line = f"\033[2m{line}\033[0m"
         print(line, file=self.out, flush=True)
 
+    def warning(self, message: str) -> None:
+        """A warning, on stderr at once (so it is seen even when the timeline goes to a file)."""
+        if self.progress is not None:
+            self.progress.clear()
+        print(f"suture replay: warning: {message}", file=sys.stderr, flush=True)
+
     def summary(self, s: Summary) -> None:
         if self.as_json:
             print(json.dumps(s.as_json()), file=self.out)
@@ -596,20 +563,40 @@ class Printer:
         print(f"-- replayed {s.files} file(s): {s.lines:,} lines, {s.bytes / 2**20:,.1f} MiB, "
               f"{s.matched_lines:,} matched, from {iso(s.first_at) or '-'} to {iso(s.last_at) or '-'}, "
               f"in {s.elapsed:.2f} s ({s.lines_per_s:,.0f} lines/s)", file=self.out)
+        for timeline in s.timelines:
+            print(f"-- time: {timeline.describe()}", file=self.out)
         if s.firings:
             parts = []
             for pb, counts in sorted(s.firings.items()):
                 detail = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
+                if s.assumed_only[pb]:
+                    detail += f"; {s.assumed_only[pb]} on assumed conditions alone"
                 parts.append(f"{pb} {sum(counts.values())} ({detail})")
             print("-- firings: " + "; ".join(parts), file=self.out)
         else:
             print("-- no playbook fired", file=self.out)
-        print(f"-- not simulated: {NOT_SIMULATED}", file=self.out)
+        if s.not_evaluable:
+            how = ("replayed as holding from the first line, --assume hold" if s.assume == "hold"
+                   else "not replayed; --assume hold to take them as holding")
+            parts = [f"{pb}: {' | '.join(alts)}" + (" (no log condition at all)" if pb in s.no_logs else "")
+                     for pb, alts in sorted(s.not_evaluable.items())]
+            print(f"-- not evaluable from logs ({how}): " + "; ".join(parts), file=self.out)
         if s.assumed:
-            print("-- assumed to hold (not in a log; --assume fail to take them as failing): "
-                  + "; ".join(s.assumed), file=self.out)
-        for warning in s.warnings:
-            print(f"-- warning: {warning}", file=self.out)
+            how = ("assumed to fail (not in a log; --assume fail)" if s.assume == "fail"
+                   else "assumed to hold (not in a log; --assume fail to take them as failing)")
+            print(f"-- {how}: " + "; ".join(s.assumed), file=self.out)
+        print(f"-- not simulated: {NOT_SIMULATED}", file=self.out)
+        if s.warnings:
+            print(f"-- {len(s.warnings)} warning(s), printed on stderr", file=self.out)
+
+
+def _describe_cause(f: Firing) -> str:
+    """What made a firing: the log conditions and their count, then what it assumed."""
+    logs = "; ".join(d for d in f.detected if not d.endswith(" (assumed)"))
+    parts = [f"{logs} ({f.count} in window)"] if f.from_logs else ["no log condition"]
+    if f.assumed:
+        parts.append("assumed: " + ", ".join(f.assumed))
+    return "; ".join(parts)
 
 
 def _describe_fix(f: Firing) -> str:
@@ -641,8 +628,10 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     progress = Progress(sum(f.path.stat().st_size for f in files), sys.stderr) if sys.stderr.isatty() else None
     printer = Printer(sys.stdout, as_json=args.json, color=sys.stdout.isatty(), progress=progress)
-    replay = Replay(config, loaded.playbooks, year=args.year, assume=args.assume,
-                    on_firing=printer.firing, progress=progress)
+    # --assume given or not: without it, conditions a log cannot show are assumed only beside a log condition
+    assume: Assume = args.assume if args.assume in ("hold", "fail") else "logs"
+    replay = Replay(config, loaded.playbooks, year=args.year, assume=assume,
+                    on_firing=printer.firing, on_warning=printer.warning, progress=progress)
     try:
         printer.summary(replay.run(files))
     except BrokenPipeError:  # `suture replay ... | head`: stop quietly
