@@ -201,7 +201,9 @@ class Executor:
             for record in manifest.files:
                 if record.path == file:
                     try:
-                        return self.backups.get(record.sha256), f"backup {manifest.id} (before fix {manifest.fix_id})"
+                        what = ("the baseline suture init took" if manifest.fix_id == "baseline"
+                                else f"before fix {manifest.fix_id}")
+                        return self.backups.get(record.sha256), f"backup {manifest.id} ({what})"
                     except BackupError:
                         break
         return None

@@ -472,9 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", parents=[common], help="offline: which playbooks would fire on recorded logs, and when")
     p.add_argument("logs", nargs="+", metavar="LOG", help="recorded log files (gzip is read transparently)")
     p.add_argument("--source", metavar="NAME", help="the source of every LOG (default: the file source whose glob matches)")
-    p.add_argument("--year", type=int, help="the year for syslog timestamps, which have none (default: this year)")
-    p.add_argument("--assume", choices=("hold", "fail"), default="hold",
-                   help="probe/metric/container conditions are not in a log: take them as holding (default) or failing")
+    p.add_argument("--year", type=int, help="the year of the first line of a format without one "
+                   "(syslog, logcat, klog; default: from the file's mtime)")
+    p.add_argument("--assume", choices=("hold", "fail"), default=None,
+                   help="conditions a log cannot show (probe/metric/container): by default taken as holding beside a "
+                        "log condition, and alternatives without one are listed, not replayed; hold: replay those too, "
+                        "as holding; fail: take them as failing")
     p.add_argument("--json", action="store_true", help="one JSON object per firing, then a summary object")
     p.set_defaults(func=cmd_replay)
 

@@ -26,15 +26,21 @@ import shlex
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
+from suture.engine.backup import BackupStore, read_target
+from suture.engine.config import load_config
 from suture.engine.confine import CHILD_PATH
 from suture.engine.edits import format_of
-from suture.engine.errors import DocumentError, Problem, SutureError
+from suture.engine.errors import DocumentError, EditError, Problem, SutureError
+from suture.engine.executor import new_id
+from suture.engine.paths import resolve_target
+from suture.engine.verify import parse_document
 
 from .init_texts import GLOB_CHARS, Setup, allowed_entry, next_commands, rel, texts
 
@@ -231,7 +237,6 @@ def write(files: dict[Path, str], *, force: bool, cwd: Path) -> None:
 
 def self_check(config_file: Path) -> list[Problem]:
     """What `suture check --run-examples --config FILE` finds in what was written."""
-    from suture.engine.config import load_config
     from suture.engine.loader import load_playbooks
     from suture.engine.selftest import regex_problems, run_examples
 
@@ -245,6 +250,33 @@ def self_check(config_file: Path) -> list[Problem]:
         problems.extend(regex_problems(pb))
         problems.extend(r.problem for r in run_examples(pb) if r.problem is not None)
     return problems
+
+
+def take_baseline(config_file: Path, app_config: Path, now: float) -> str | None:
+    """Back up the app's config as it is now (if it parses), so ``restore`` has a known version from the start.
+
+    Without it a fresh install knows no good version of the file: the starters' restore could only record
+    that it would act. The backup is an ordinary one (listed by `suture backups`, pruned by retention);
+    returns its id, or None with the reason printed when the file does not parse as its format.
+    """
+
+    config = load_config(config_file)
+    rel_path = app_config.relative_to(config.target_root).as_posix()
+    real = resolve_target(config.target_root, config.allowed_paths, rel_path)
+    data, st = read_target(real)
+    try:
+        if format_of(rel_path) != "text":
+            parse_document(data.decode("utf-8"), format_of(rel_path))
+    except (EditError, UnicodeDecodeError) as exc:
+        print(f"suture init: no baseline backup of {rel_path}: it does not parse now ({exc}); restore will know a"
+              " good version once a validated fix leaves one", file=sys.stderr)
+        return None
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    manifest = BackupStore(config.state_dir / "backups").create(
+        backup_id=new_id("b", now), created_at=now, fix_id="baseline", playbook_id="suture-init",
+        confidence=0.0, reason="the baseline suture init took: the file as the app ran with it",
+        files=[(rel_path, real, data, st)])
+    return manifest.id
 
 
 def _port_default() -> int:
@@ -359,6 +391,11 @@ def run_init(args: argparse.Namespace) -> int:
     if problems:  # init's own files never have one (a bug if they do); other playbooks in the folder may
         print(f"suture init: `suture check` finds {len(problems)} problem(s) in {rel(setup.playbooks, cwd)}"
               " or the config (above)", file=sys.stderr)
+    if not problems:
+        baseline = take_baseline(setup.config_file, setup.app_config, time.time())
+        if baseline:
+            print(f"  baseline: backup {baseline} holds {rel(setup.app_config, cwd, dot=False)} as it is now, the"
+                  " version `restore` puts back until a validated fix leaves a newer one")
     folder = "" if setup.allowed == setup.app_config else "/"
     print(f"  target_root: {rel(setup.target_root, cwd, dot=False)}; fixes may change only"
           f" {rel(setup.allowed, cwd, dot=False)}{folder} (allowed_paths: [{allowed_entry(setup)}])")

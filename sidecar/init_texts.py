@@ -383,5 +383,4 @@ def next_commands(s: Setup, config_arg: str, cwd: Path) -> list[str]:
     else:
         replay = f"suture replay {_replay_arg(s, cwd)} {cfg}"
     # a log cannot show the probe: take app-down's "probe unhealthy" as not holding, so only its log alternative fires
-    replay += " --assume fail" if s.url else ""
     return [f"suture check --run-examples {cfg}", replay, f"suture run {cfg}"]

@@ -1,9 +1,10 @@
 """`suture replay LOG...`: run the playbooks over recorded logs, offline.
 
 Prints a timeline of what would have fired, the decision and the exact fix,
-and touches nothing: the history is an in-memory DuckDB, backups go to a
-temporary folder that is removed afterwards (and no fix is applied, so none
-is written), target files are only read to plan the edit.
+and touches nothing: the history is an in-memory DuckDB, every decision is
+recorded as shadow (no fix is applied, so no backup is written), the sidecar's
+backups are only read (a ``restore`` plans from them), target files are only
+read to plan the edit.
 
 Time comes from the lines themselves (:mod:`.timestamps` reads some twenty
 formats without configuration; :mod:`.replay_read` gives each line its time,
@@ -46,7 +47,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -312,12 +312,13 @@ class Replay:
             if f.source not in used:
                 self._warn(f"{f.path}: no playbook watches source {f.source!r}; its lines are only counted")
         try:
-            with tempfile.TemporaryDirectory(prefix="suture-replay-") as tmp:
-                self.executor = _ShadowExecutor(config=self.config, store=self.store,
-                                                backups=BackupStore(Path(tmp) / "backups"))
-                streams = [self._events(i, f) for i, f in enumerate(files)]
-                for event in heapq.merge(*streams):
-                    self._feed(event)
+            # the sidecar's own backups, only read: a `restore` plans from the versions suture knows (a replay
+            # records shadow decisions only, so nothing is ever written there)
+            self.executor = _ShadowExecutor(config=self.config, store=self.store,
+                                            backups=BackupStore(self.config.state_dir / "backups"))
+            streams = [self._events(i, f) for i, f in enumerate(files)]
+            for event in heapq.merge(*streams):
+                self._feed(event)
         finally:
             self.rules.close()
             self.store.close()

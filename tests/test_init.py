@@ -131,7 +131,7 @@ def test_init_prints_check_replay_and_run(initialized):
     _, commands, _ = initialized
     assert commands == [
         "suture check --run-examples --config suture.yaml",
-        "suture replay logs/*.log --config suture.yaml --assume fail",
+        "suture replay logs/*.log --config suture.yaml",
         "suture run --config suture.yaml",
     ]
 
@@ -457,3 +457,28 @@ def test_no_modeline_when_the_schema_cannot_be_reached(tmp_path):
 def test_yaml_str_reads_back_as_itself(text):
     """Whatever the user typed, quoted into YAML, parses back to the same string."""
     assert yaml.safe_load(f"k: {yaml_str(text)}") == {"k": text}
+
+
+@pytest.mark.e2e
+def test_init_takes_a_baseline_so_restore_knows_a_good_version(initialized):
+    """The app's config as it was at init is backed up, so the starters' restore has a version to put back."""
+    app, commands, _ = initialized
+    listed = subprocess.run([*SUTURE, "backups", "--config", "suture.yaml", "--json"], cwd=app, capture_output=True,
+                            text=True, timeout=60)
+    (manifest,) = json.loads(listed.stdout)
+    assert (manifest["fix_id"], [f["path"] for f in manifest["files"]]) == ("baseline", ["config/settings.yaml"])
+    burst = next(line for line in typed(commands[1], app).stdout.splitlines() if "error-burst:" in line)
+    assert "would change nothing" in burst, burst  # the file is the baseline: restoring it changes nothing
+    settings = app / "config" / "settings.yaml"
+    settings.write_text(settings.read_text() + "# a later hand edit\n")
+    burst = next(line for line in typed(commands[1], app).stdout.splitlines() if "error-burst:" in line)
+    assert "no good version is known yet" not in burst and "the baseline suture init took" in burst, burst
+
+
+def test_a_config_that_does_not_parse_gets_no_baseline(tmp_path):
+    """A broken config is never recorded as the good version: init says so and takes no baseline."""
+    app = make_app(tmp_path / "app")
+    (app / "config" / "settings.yaml").write_text("upstream: [unclosed\n")
+    result = init("--log", "logs/*.log", "--app-config", "config/settings.yaml", "--port", str(free_port()), cwd=app)
+    assert "no baseline backup of config/settings.yaml: it does not parse now" in result.stderr
+    assert not (app / ".suture" / "backups" / "manifests").exists()
