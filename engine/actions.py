@@ -37,7 +37,7 @@ from .values import adjusted, number_of
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Change:
+class ValueChange:
     """One value changed by one action (for the journal, the history and people)."""
 
     file: str
@@ -61,7 +61,7 @@ class FilePlan:
     before: bytes
     after: bytes
     stat: os.stat_result
-    changes: tuple[Change, ...]
+    changes: tuple[ValueChange, ...]
 
     @property
     def pre_sha(self) -> str:
@@ -78,7 +78,7 @@ class Plan:
     effects: tuple[Action, ...]
 
     @property
-    def changes(self) -> tuple[Change, ...]:
+    def changes(self) -> tuple[ValueChange, ...]:
         return tuple(c for f in self.files for c in f.changes)
 
     @property
@@ -139,7 +139,7 @@ def plan_fix(
     ``last_good(file)`` gives the bytes a ``restore`` puts back and where they come from.
     """
     order: list[str] = []
-    state: dict[str, tuple[Path, bytes, str, os.stat_result, list[Change]]] = {}
+    state: dict[str, tuple[Path, bytes, str, os.stat_result, list[ValueChange]]] = {}
     effects: list[Action] = []
     for action in actions:
         if not isinstance(action, FILE_ACTIONS):
@@ -168,7 +168,7 @@ def plan_fix(
             data, origin = good
             new_text = _decode(data, action.file)
             if new_text != text:
-                changes.append(Change(file=action.file, action="restore", target=origin,
+                changes.append(ValueChange(file=action.file, action="restore", target=origin,
                                       old=f"sha256:{sha256_bytes(text.encode())[:12]}",
                                       new=f"sha256:{sha256_bytes(data)[:12]}", line=0))
             state[action.file] = (real, before, new_text, st, changes)
@@ -180,7 +180,7 @@ def plan_fix(
         if edit.changed:
             target = getattr(action, "key", None) or getattr(action, "regex", "") or ""
             changes.append(
-                Change(file=action.file, action=type(action).__name__.lower().replace("setvalue", "set"),
+                ValueChange(file=action.file, action=type(action).__name__.lower().replace("setvalue", "set"),
                        target=target, old=edit.old, new=edit.new, line=edit.line)
             )
         state[action.file] = (real, before, edit.text, st, changes)

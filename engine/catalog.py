@@ -34,7 +34,7 @@ class _Entry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Change:
+class Reload:
     """What a reload did, by playbook id and file."""
 
     added: tuple[str, ...] = ()
@@ -62,7 +62,7 @@ class Catalog:
     def current(self) -> PlaybookSet:
         return self._current or PlaybookSet(playbooks=(), problems=())
 
-    def refresh(self) -> tuple[PlaybookSet, Change | None]:
+    def refresh(self) -> tuple[PlaybookSet, Reload | None]:
         """Re-read the folder; return the set in force and what changed (None: nothing did)."""
         candidates: dict[str, _Entry] = {}
         failed: dict[str, tuple[str, tuple[Problem, ...]]] = {}
@@ -103,7 +103,7 @@ class Catalog:
         before = {e.playbook.id: e.digest for e in self._entries.values()}
         after = {e.playbook.id: e.digest for e in final.values()}
         problem_files = set(failed) | {p.file for p in set_problems}
-        change = Change(
+        change = Reload(
             added=tuple(sorted(set(after) - set(before))),
             updated=tuple(sorted(i for i in set(after) & set(before) if after[i] != before[i])),
             removed=tuple(sorted(set(before) - set(after))),

@@ -46,7 +46,7 @@ def render_path(path: Iterable[str | int]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Mark:
+class Position:
     line: int  # 1-based
     column: int  # 1-based
 
@@ -57,10 +57,10 @@ class Document:
 
     file: str
     data: Any
-    values: dict[PathKey, Mark] = field(default_factory=dict)
-    keys: dict[PathKey, Mark] = field(default_factory=dict)
+    values: dict[PathKey, Position] = field(default_factory=dict)
+    keys: dict[PathKey, Position] = field(default_factory=dict)
 
-    def mark(self, path: PathKey, *, key: bool = False) -> Mark:
+    def mark(self, path: PathKey, *, key: bool = False) -> Position:
         """The mark of ``path`` (its key if ``key``), else of its nearest ancestor."""
         table = self.keys if key else self.values
         probe = tuple(path)
@@ -70,9 +70,9 @@ class Document:
             if probe in self.values:
                 return self.values[probe]
             probe = probe[:-1]
-        return self.values.get((), Mark(1, 1))
+        return self.values.get((), Position(1, 1))
 
-    def anchor(self, path: PathKey) -> Mark:
+    def anchor(self, path: PathKey) -> Position:
         """Where to show ``path``: a mapping or list is shown at its key (``log:``), not at its first item."""
         return self.mark(path, key=bool(path) and isinstance(path[-1], str) and self._holds_container(path))
 
@@ -99,8 +99,8 @@ class _Reader:
         self.problems: list[Problem] = []
         self.nodes = 0
 
-    def _mark(self, node: yaml.Node) -> Mark:
-        return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+    def _mark(self, node: yaml.Node) -> Position:
+        return Position(node.start_mark.line + 1, node.start_mark.column + 1)
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
         self.nodes += 1
@@ -273,7 +273,7 @@ def _syntax_problem(file: str, exc: yaml.MarkedYAMLError, text: str) -> Problem:
     return Problem(file=file, line=line, column=column, path="", message=f"invalid YAML: {message}")
 
 
-def _runaway_quote(text: str, line: int) -> yaml.Mark | None:
+def _runaway_quote(text: str, line: int) -> yaml.Position | None:
     """Where a quoted string that spans lines and ends on ``line`` (0-based) starts, if there is one."""
     try:
         for token in yaml.scan(text, Loader=yaml.SafeLoader):
@@ -284,7 +284,7 @@ def _runaway_quote(text: str, line: int) -> yaml.Mark | None:
                 and token.style in ("'", '"')
                 and token.start_mark.line < token.end_mark.line == line
             ):
-                start: yaml.Mark = token.start_mark
+                start: yaml.Position = token.start_mark
                 return start
     except yaml.YAMLError:
         pass

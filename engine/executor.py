@@ -37,7 +37,7 @@ from .paths import resolve_target
 from .playbook import Playbook, action_as_json
 from .store import FAILURE, Store
 from .undo import ManualRollback, Restored, RollbackIncomplete, Undo, brief, error_detail
-from .validation import Judge, Verdict
+from .validation import Judge, Judgement
 
 log = logging.getLogger("suture.executor")
 
@@ -312,7 +312,7 @@ class Executor:
 
     # -- ending a fix --
 
-    def settle(self, run: FixRun, verdict: Verdict, now: float) -> Outcome:
+    def settle(self, run: FixRun, verdict: Judgement, now: float) -> Outcome:
         """Commit a passed fix; roll back a breached, failed or inconclusive one. Always ends the fix."""
         try:
             self._hook("settle", run.fix_id)
@@ -320,7 +320,7 @@ class Executor:
         except Exception as exc:
             return self.crashed(run.fix_id, run.playbook, "judging or rolling back the fix", exc, now)
 
-    def _settle(self, run: FixRun, verdict: Verdict, now: float) -> Outcome:
+    def _settle(self, run: FixRun, verdict: Judgement, now: float) -> Outcome:
         errors_after = run.judge.errors_after()
         measured = run.judge.measured()
         self.store.step(run.fix_id, "verdict", now, {"state": verdict.state, "reason": verdict.reason,

@@ -34,7 +34,7 @@ State = Literal["pending", "breached", "passed", "failed", "inconclusive"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Verdict:
+class Judgement:
     state: State
     reason: str = ""
 
@@ -217,22 +217,22 @@ class Judge:
             if breach:
                 yield breach
 
-    def verdict(self, now: float) -> Verdict:
+    def verdict(self, now: float) -> Judgement:
         for item in self.validate.expect:
             for breach in self._breaches(item):
-                return Verdict(state="breached", reason=breach)
+                return Judgement(state="breached", reason=breach)
         if now < self.ends_at:
-            return Verdict(state="pending")
+            return Judgement(state="pending")
         missing = []
         for item in self.validate.expect:
             value = self._value(item)
             if value is False:
-                return Verdict(state="failed", reason=f"expectation not met: {_describe(item)}")
+                return Judgement(state="failed", reason=f"expectation not met: {_describe(item)}")
             if value is None:
                 missing.append(_describe(item))
         if missing:
-            return Verdict(state="inconclusive", reason="no data in the window for: " + "; ".join(missing))
-        return Verdict(state="passed", reason=f"all {len(self.validate.expect)} expectation(s) held for the window")
+            return Judgement(state="inconclusive", reason="no data in the window for: " + "; ".join(missing))
+        return Judgement(state="passed", reason=f"all {len(self.validate.expect)} expectation(s) held for the window")
 
     def errors_after(self) -> int:
         """Lines matched by the window's log expectations (the errors left after the fix)."""

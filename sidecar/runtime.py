@@ -33,7 +33,7 @@ from typing import Any
 import watchfiles
 from suture.engine.actions import EffectRunner
 from suture.engine.backup import BackupStore
-from suture.engine.catalog import Catalog, Change
+from suture.engine.catalog import Catalog, Reload
 from suture.engine.config import Config
 from suture.engine.decide import Decision, Outcomes, decide
 from suture.engine.errors import ActionError, SutureError
@@ -43,7 +43,7 @@ from suture.engine.loader import PlaybookSet
 from suture.engine.playbook import ContainerCondition, Playbook, leaves
 from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
 from suture.engine.store import Store
-from suture.engine.validation import Judge, Verdict
+from suture.engine.validation import Judge, Judgement
 
 from .effects import Effects
 from .signals import MatcherCache, SignalBoard, Transition
@@ -200,7 +200,7 @@ class Sidecar:
         result, _ = self.catalog.refresh()
         self.install(result)
 
-    def install(self, result: PlaybookSet, change: Change | None = None) -> None:
+    def install(self, result: PlaybookSet, change: Reload | None = None) -> None:
         """Swap in a playbook set: a new signal board and rules generation, signals carried over.
 
         Fixes in progress keep the playbook they started with; windows of conditions that
@@ -294,7 +294,7 @@ class Sidecar:
         elif callable(item):
             item()
 
-    def _judges(self, ask: Callable[[Judge], Verdict | None], now: float | None = None) -> None:
+    def _judges(self, ask: Callable[[Judge], Judgement | None], now: float | None = None) -> None:
         """``ask`` every fix in its validation window; a final verdict settles it, a judge that raises fails it."""
         for run in list(self.runs):
             try:
@@ -480,7 +480,7 @@ class Sidecar:
             self._retry_deferred(now)
         return list(result.restored), outcome
 
-    def _conclude(self, run: FixRun, verdict: Verdict, now: float) -> None:
+    def _conclude(self, run: FixRun, verdict: Judgement, now: float) -> None:
         assert self.executor is not None
         self.runs.remove(run)
         outcome = self.executor.settle(run, verdict, now)
@@ -616,7 +616,7 @@ class Sidecar:
         ):
             self.check_playbooks()
 
-    def check_playbooks(self) -> Change | None:
+    def check_playbooks(self) -> Reload | None:
         """Re-read the playbook folder (off the core); queue the swap if anything changed."""
         if self.catalog is None:
             return None
@@ -798,7 +798,7 @@ class Sidecar:
         for run in list(self.runs):
             self.runs.remove(run)
             if self.executor is not None:
-                outcome = self.executor.settle(run, Verdict(state="failed", reason="suture stopped during the validation window"), now)
+                outcome = self.executor.settle(run, Judgement(state="failed", reason="suture stopped during the validation window"), now)
                 self._report(outcome)
         for thread in self._threads:
             thread.join(timeout=2.0)

@@ -12,7 +12,7 @@ from suture.engine.backup import BackupStore
 from suture.engine.decide import Decision, decide
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.store import Store
-from suture.engine.validation import Verdict
+from suture.engine.validation import Judgement
 
 from .conftest import RATE_LIMIT, SETTINGS, playbook
 
@@ -150,7 +150,7 @@ def test_rollback_never_overwrites_a_file_someone_changed(parts, target, clock):
     ex = _executor(parts)
     run = ex.start(pb, _decision(pb, store, clock), now=clock())
     (target / "config/settings.yaml").write_text("# edited by a person\n")
-    outcome = ex.settle(run, Verdict(state="breached", reason="test"), clock())
+    outcome = ex.settle(run, Judgement(state="breached", reason="test"), clock())
     assert outcome.status == "conflict"
     assert (target / "config/settings.yaml").read_text() == "# edited by a person\n"
 
@@ -232,7 +232,7 @@ def test_recovery_after_a_crash_restores_the_pre_image(parts, target, clock, poi
     ex = _executor(parts, hooks={point: crash})
     with pytest.raises(Crash):
         run = ex.start(pb, _decision(pb, store, clock), now=clock())
-        ex.settle(run, Verdict(state="breached", reason="test"), clock())  # reaches rolling_back
+        ex.settle(run, Judgement(state="breached", reason="test"), clock())  # reaches rolling_back
     outcomes = Executor(config=config, store=store, backups=backups).recover(clock())
     assert [o.status for o in outcomes] == ["failed"]
     assert sha(path) == before
@@ -290,7 +290,7 @@ def test_max_attempts_failures_in_a_day_suspend_the_playbook_until_a_person_resu
     outcomes = []
     for _ in range(3):
         run = ex.start(pb, _decision(pb, store, clock, threshold=50), now=clock())
-        outcomes.append(ex.settle(run, Verdict(state="breached", reason="still failing"), clock()))
+        outcomes.append(ex.settle(run, Judgement(state="breached", reason="still failing"), clock()))
         clock.advance(3600)
     assert [o.suspended for o in outcomes] == [False, False, True]
     decision = _decision(pb, store, clock, threshold=50)

@@ -17,7 +17,7 @@ from suture.engine.errors import PathRefused
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.playbook import Action, Learning
 from suture.engine.store import Store
-from suture.engine.validation import Verdict
+from suture.engine.validation import Judgement
 from suture.sidecar import operations as ops
 
 from .conftest import SETTINGS, dedent, playbook, write_config
@@ -86,7 +86,7 @@ def test_a_person_rolling_back_a_fix_in_its_window_ends_it_rolled_back(parts, ta
     outcomes = store.outcomes(run.playbook.id)
     assert (outcomes.successes, outcomes.failures) == (0, 1)
     # the window the sidecar was watching can no longer say otherwise: the row is final
-    ex.settle(run, Verdict(state="passed"), clock())
+    ex.settle(run, Judgement(state="passed"), clock())
     assert store.fix(run.fix_id)["status"] == "rolled_back"
 
 

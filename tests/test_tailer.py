@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from suture.sidecar.sources.files import Checkpoints, FileSource, Mark
+from suture.sidecar.sources.files import Checkpoints, FileSource, Resume
 
 
 class Clock:
@@ -508,7 +508,7 @@ def test_checkpoint_of_vanished_file_is_dropped(tmp_path: Path, make: Any) -> No
     """Entries for files gone while stopped are removed at the next commit."""
     log, state = tmp_path / "app.log", tmp_path / "state" / "checkpoints.json"
     cps = Checkpoints(state)
-    cps.put("app", "1:999999999", Mark("0" * 64, 0, 5, False, str(tmp_path / "gone.log")))
+    cps.put("app", "1:999999999", Resume("0" * 64, 0, 5, False, str(tmp_path / "gone.log")))
     cps.save()
     log.write_text("")
     src = make(log, checkpoints=Checkpoints(state))

@@ -103,7 +103,7 @@ _CHAINED = frozenset((
     "During handling of the above exception, another exception occurred:",
     "The above exception was the direct cause of the following exception:",
 ))
-SKIP_STATES = ("", "tb", "tb!", "eg", "eg!")  # Mark.skip: inside a cut traceback ("!": it may be complete)
+SKIP_STATES = ("", "tb", "tb!", "eg", "eg!")  # Resume.skip: inside a cut traceback ("!": it may be complete)
 MULTILINE = (None, "python")
 
 
@@ -147,7 +147,7 @@ def _nlink(fd: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Mark:
+class Resume:
     """One checkpoint: where to resume a file, and how to recognise it."""
 
     fp: str  # sha256 hex of the first fp_len bytes
@@ -161,7 +161,7 @@ class Mark:
         return len(head) >= self.fp_len and _sha(head[: self.fp_len]) == self.fp
 
     @classmethod
-    def parse(cls, doc: Any) -> Mark:
+    def parse(cls, doc: Any) -> Resume:
         ok = (isinstance(doc, dict) and isinstance(doc.get("fp"), str) and type(doc.get("fp_len")) is int
               and type(doc.get("offset")) is int and isinstance(doc.get("cont"), bool)
               and isinstance(doc.get("path"), str))
@@ -185,7 +185,7 @@ class Checkpoints:
         self.corrupt = 0
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
-        self._marks: dict[str, dict[str, Mark]] = {}
+        self._marks: dict[str, dict[str, Resume]] = {}
         self._saved = 0
         self._fresh = not self.path.exists()
         if not self._fresh:
@@ -204,7 +204,7 @@ class Checkpoints:
             doc = json.loads(self.path.read_bytes())
             if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("sources"), dict):
                 raise ValueError("not a version 1 checkpoint file")
-            self._marks = {str(src): {str(k): Mark.parse(v) for k, v in marks.items()}
+            self._marks = {str(src): {str(k): Resume.parse(v) for k, v in marks.items()}
                            for src, marks in doc["sources"].items()}
         except (ValueError, AttributeError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
             aside = self.path.with_name(self.path.name + ".corrupt")
@@ -213,15 +213,15 @@ class Checkpoints:
             self._marks, self._fresh = {}, True
             log.error("checkpoint file %s is corrupt (%s); moved to %s, starting fresh", self.path, exc, aside)
 
-    def get(self, source: str, key: str) -> Mark | None:
+    def get(self, source: str, key: str) -> Resume | None:
         with self._lock:
             return self._marks.get(source, {}).get(key)
 
-    def entries(self, source: str) -> dict[str, Mark]:
+    def entries(self, source: str) -> dict[str, Resume]:
         with self._lock:
             return dict(self._marks.get(source, {}))
 
-    def put(self, source: str, key: str, mark: Mark) -> None:
+    def put(self, source: str, key: str, mark: Resume) -> None:
         with self._lock:
             marks = self._marks.setdefault(source, {})
             if marks.get(key) != mark:
@@ -425,11 +425,11 @@ class _TrackedFile:
         """Bytes were read that are not yet emitted: an unfinished line or traceback."""
         return bool(self.buf) or self.overflow or (self.joiner is not None and self.joiner.holding)
 
-    def mark(self) -> Mark:
+    def mark(self) -> Resume:
         if self.joiner is None:
-            return Mark(self.fp, self.fp_len, self.line_start, self.cont, self.path)
+            return Resume(self.fp, self.fp_len, self.line_start, self.cont, self.path)
         offset, cont, skip = self.joiner.resume_point(self.line_start, self.cont)
-        return Mark(self.fp, self.fp_len, offset, cont, self.path, skip)
+        return Resume(self.fp, self.fp_len, offset, cont, self.path, skip)
 
 
 class FileSource:
@@ -462,7 +462,7 @@ class FileSource:
         self.backlog = False  # the last poll stopped at a per-poll cap: poll again soon
         self._files: dict[Key, _TrackedFile] = {}
         self._gone: set[str] = set()  # checkpoint keys to drop at the next commit
-        self._retired: dict[Key, Mark] = {}  # closed files, in case a match finds them again (bounded)
+        self._retired: dict[Key, Resume] = {}  # closed files, in case a match finds them again (bounded)
         self._first = True
         self._warned: set[str] = set()
 
@@ -609,7 +609,7 @@ class FileSource:
             if key_s not in known and not self._reopen_moved(key_s, mark, now):
                 self._gone.add(key_s)
 
-    def _reopen_moved(self, key_s: str, mark: Mark, now: float) -> bool:
+    def _reopen_moved(self, key_s: str, mark: Resume, now: float) -> bool:
         if mark.fp_len == 0:  # an empty fingerprint matches anything: that would be the inode alone
             return False
         try:
