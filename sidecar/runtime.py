@@ -18,6 +18,7 @@ cut short is never a pass) and closes the history.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -40,13 +41,14 @@ from suture.engine.errors import ActionError, SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.fleet import FleetHistory, export_history
 from suture.engine.loader import PlaybookSet
-from suture.engine.playbook import ContainerCondition, Playbook, leaves
+from suture.engine.playbook import ContainerCondition, LogCondition, MetricCondition, Playbook, leaves
 from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
 from suture.engine.store import Store
 from suture.engine.validation import Judge, Judgement
 
 from .effects import Effects
 from .signals import MatcherCache, SignalBoard, Transition
+from .snapshot import ConditionView, RunView, Snapshot, SourceView
 from .sources.base import Block, Line, MetricSample, ProbeResult
 from .sources.container_logs import ContainerLogSource, LogPositions
 from .sources.containers import ContainerState, ContainerStats, ContainerWatcher, metric_containers
@@ -789,6 +791,61 @@ class Sidecar:
         if "error" in box:
             raise box["error"]
         return box.get("value")
+
+    # -- what it looks like --
+
+    def snapshot(self, timeout: float = 5.0) -> Snapshot:
+        """The public view (telemetry, API, dashboard): the core's part built on the core thread."""
+        core = self.call(self._core_view, timeout=timeout) if self.ready.is_set() and not self.stop.is_set() \
+            else self._core_view()
+        sources: dict[str, SourceView] = {}
+        for name, tail in dict(self._sources).items():
+            sources[name] = SourceView(name=name, kind="file", counters=dict(tail.stats))
+        for name, follower in dict(self._container_logs).items():
+            sources[name] = SourceView(name=name, kind="container", counters=follower.counters(),
+                                       state=follower.state, detail=follower.stats.detail)
+        return replace(core, running=self.ready.is_set() and not self.stop.is_set(),
+                       thread_restarts=self.thread_restarts, events_seq=self.events_seq, sources=sources)
+
+    def _core_view(self) -> Snapshot:
+        now = self.clock()
+        board = self.board
+        owners: dict[str, list[str]] = {}
+        matches: dict[tuple[str, str], int] = {}
+        for pb in self.playbooks.values():
+            for leaf in leaves(pb.when):
+                owners.setdefault(leaf.signal, []).append(pb.id)
+                if isinstance(leaf, LogCondition):
+                    shared = board.matches.get((leaf.source, leaf.pattern, leaf.group_by))
+                    matches[(pb.id, leaf.at.path)] = shared.total if shared else 0
+        conditions: list[ConditionView] = []
+        for signal, entry in board.sustained.items():
+            leaf = entry.leaf
+            kind = "metric" if isinstance(leaf, MetricCondition) else "container" \
+                if isinstance(leaf, ContainerCondition) else "probe"
+            conditions.append(ConditionView(
+                signal=signal, kind=kind, subject=getattr(leaf, "name", ""), condition=leaf.describe(),
+                playbooks=tuple(owners.get(signal, ())), holding=entry.holding,
+                pending=entry.good_since is not None and not entry.holding))
+        for signal, window in board.logs.items():
+            log_leaf = window.leaf
+            keys = list(itertools.islice(window.matches.times, 100)) or [""]
+            conditions.append(ConditionView(
+                signal=signal, kind="log", subject=log_leaf.source, condition=log_leaf.describe(),
+                playbooks=tuple(owners.get(signal, ())), holding=bool(window.holding),
+                count=max(window.count(key, now) for key in keys), at_least=log_leaf.at_least,
+                at_most=log_leaf.at_most))
+        runs = tuple(RunView(fix_id=r.fix_id, playbook_id=r.playbook.id, phase="validating", started_at=r.started_at,
+                             ends_at=r.judge.ends_at, backup_id=r.manifest.id if r.manifest else None)
+                     for r in self.runs)
+        ps = self.playbook_set
+        return Snapshot(
+            at=now, started_at=self.started_at, loaded_at=self.loaded_at, last_check=self.last_check, running=True,
+            version=ps.version if ps else None, playbooks=dict(self.playbooks),
+            problems=len(ps.problems) if ps else 0, probes=dict(self.probe_results), runs=runs,
+            conditions=tuple(conditions), signals_active=len(board.holding()), condition_matches=matches,
+            deferred=len(self.deferred), reloads=self.reloads, reload_errors=self.reload_errors,
+            core_errors=self.core_errors)
 
     # -- stopping --
 
