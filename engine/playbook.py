@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -92,9 +93,9 @@ class MetricCondition:
         return _signal_name("metric", [self.name, self.above, self.below, self.for_s])
 
     def describe(self) -> str:
-        cmp = f"> {self.above:g}" if self.above is not None else f"< {self.below:g}"
+        bounds = [f"{op} {v:g}" for op, v in ((">", self.above), ("<", self.below)) if v is not None]
         sustained = f" for {self.for_s:g}s" if self.for_s else ""
-        return f"{self.name} {cmp}{sustained}"
+        return f"{self.name} {' and '.join(bounds)}{sustained}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,15 +158,24 @@ Leaf = LogCondition | MetricCondition | ProbeCondition | ContainerCondition
 class AllOf:
     items: tuple[Condition, ...]
 
+    def describe(self) -> str:
+        return "all of (" + "; ".join(c.describe() for c in self.items) + ")"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AnyOf:
     items: tuple[Condition, ...]
 
+    def describe(self) -> str:
+        return "any of (" + "; ".join(c.describe() for c in self.items) + ")"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotOf:
     item: Condition
+
+    def describe(self) -> str:
+        return "not (" + self.item.describe() + ")"
 
 
 Condition = Leaf | AllOf | AnyOf | NotOf
@@ -179,6 +189,24 @@ def leaves(condition: Condition) -> list[Leaf]:
     if isinstance(condition, NotOf):
         return leaves(condition.item)
     return [condition]
+
+
+def truth(condition: Condition, leaf: Callable[[Leaf], bool | None]) -> bool | None:
+    """A condition tree's value from its leaves' values, where None is "not known" (Kleene's logic).
+
+    ``all`` is False if any item is False, else unknown if any is unknown; ``any`` is True if
+    any item is True, else unknown if any is unknown; ``not`` of unknown is unknown.
+    """
+    if isinstance(condition, AllOf):
+        values = [truth(c, leaf) for c in condition.items]
+        return False if False in values else None if None in values else True
+    if isinstance(condition, AnyOf):
+        values = [truth(c, leaf) for c in condition.items]
+        return True if True in values else None if None in values else False
+    if isinstance(condition, NotOf):
+        value = truth(condition.item, leaf)
+        return None if value is None else not value
+    return leaf(condition)
 
 
 # --- actions ---------------------------------------------------------------------------

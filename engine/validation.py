@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .conditions import ContainerReading, Count, MetricReading, ProbeReading, Reading, counted, holds, unmet
 from .playbook import (
     AllOf,
     AnyOf,
@@ -28,6 +29,7 @@ from .playbook import (
     ProbeCondition,
     Validate,
     leaves,
+    truth,
 )
 
 State = Literal["pending", "breached", "passed", "failed", "inconclusive"]
@@ -60,14 +62,8 @@ class _Watch:
             return False
         if self.observations == 0:
             return None
-        leaf = self.leaf
-        if isinstance(leaf, LogCondition):
-            if leaf.at_least is not None:
-                return self.matches >= leaf.at_least
-            return self.matches <= (leaf.at_most or 0)
-        if isinstance(leaf, ContainerCondition) and leaf.restarts_at_least is not None:
-            return self.matches >= leaf.restarts_at_least
-        return True
+        # a counted leaf is judged by its count over the window; any other held unless breached
+        return holds(self.leaf, Count(self.matches)) if counted(self.leaf) else True
 
 
 class Judge:
@@ -93,8 +89,10 @@ class Judge:
     def log_conditions(self) -> list[LogCondition]:
         return [w.leaf for w in self._watches.values() if isinstance(w.leaf, LogCondition)]
 
-    def _of(self, kind: type) -> Iterator[_Watch]:
-        return (w for w in self._watches.values() if isinstance(w.leaf, kind))
+    def _of(self, kind: type[Leaf], name: str | None = None) -> Iterator[_Watch]:
+        """The watches of leaves of ``kind`` (named ``name``, for probes, metrics and containers)."""
+        return (w for w in self._watches.values()
+                if type(w.leaf) is kind and (name is None or getattr(w.leaf, "name", None) == name))
 
     # -- observations --
 
@@ -130,62 +128,36 @@ class Judge:
                 count = len(w.recent)
             else:
                 count = w.matches
-            if count > leaf.at_most and not w.breach:
-                w.breach = f"{count} line(s) of {leaf.source} matched /{leaf.pattern}/ (expected at most {leaf.at_most})"
+            if not w.breach:
+                w.breach = unmet(leaf, Count(count))
 
     def probe(self, name: str, healthy: bool, latency_ms: float | None, at: float) -> None:
-        if at < self.opens_at:
-            return
-        for w in self._of(ProbeCondition):
-            leaf = w.leaf
-            assert isinstance(leaf, ProbeCondition)
-            if leaf.name != name:
-                continue
-            w.observations += 1
-            ok = True
-            why = ""
-            if leaf.status is not None and healthy != (leaf.status == "healthy"):
-                ok, why = False, f"probe {name} is {'healthy' if healthy else 'unhealthy'} (expected {leaf.status})"
-            if leaf.latency_above_ms is not None and not (latency_ms is not None and latency_ms > leaf.latency_above_ms):
-                ok, why = False, f"probe {name} latency {latency_ms}ms (expected above {leaf.latency_above_ms:g}ms)"
-            if leaf.latency_below_ms is not None and not (latency_ms is not None and latency_ms < leaf.latency_below_ms):
-                ok, why = False, f"probe {name} latency {latency_ms}ms (expected below {leaf.latency_below_ms:g}ms)"
-            self._sustain(w, ok, why, leaf.for_s, at)
+        self._read(ProbeCondition, name, ProbeReading(healthy=healthy, latency_ms=latency_ms), at)
 
     def metric(self, name: str, value: float, at: float) -> None:
-        if at < self.opens_at:
-            return
-        for w in self._of(MetricCondition):
-            leaf = w.leaf
-            assert isinstance(leaf, MetricCondition)
-            if leaf.name != name:
-                continue
-            w.observations += 1
-            if leaf.above is not None:
-                ok = value > leaf.above
-                why = f"{name} = {value:g} (expected above {leaf.above:g})"
-            else:
-                ok = value < (leaf.below if leaf.below is not None else float("inf"))
-                why = f"{name} = {value:g} (expected below {leaf.below:g})"
-            self._sustain(w, ok, why, leaf.for_s, at)
+        self._read(MetricCondition, name, MetricReading(value), at)
 
     def container(self, name: str, state: str, restarted: bool, at: float) -> None:
         if at < self.opens_at:
             return
-        for w in self._of(ContainerCondition):
-            leaf = w.leaf
-            assert isinstance(leaf, ContainerCondition)
-            if leaf.name != name:
-                continue
+        for w in self._of(ContainerCondition, name):
             w.observations += 1
-            if leaf.state is not None:
-                self._sustain(w, state == leaf.state, f"container {name} is {state} (expected {leaf.state})", 0.0, at)
+            if not counted(w.leaf):
+                self._sustain(w, unmet(w.leaf, ContainerReading(state)), 0.0, at)
             elif restarted:
                 w.matches += 1
 
+    def _read(self, kind: type[ProbeCondition | MetricCondition], name: str, reading: Reading, at: float) -> None:
+        if at < self.opens_at:
+            return
+        for w in self._of(kind, name):
+            w.observations += 1
+            self._sustain(w, unmet(w.leaf, reading), getattr(w.leaf, "for_s", 0.0), at)
+
     @staticmethod
-    def _sustain(w: _Watch, ok: bool, why: str, for_s: float, at: float) -> None:
-        if ok:
+    def _sustain(w: _Watch, why: str | None, for_s: float, at: float) -> None:
+        """A breach once the expectation has been unmet (``why``) for ``for_s`` seconds."""
+        if why is None:
             w.bad_since = None
             return
         if w.bad_since is None:
@@ -194,18 +166,6 @@ class Judge:
             w.breach = why
 
     # -- the verdict --
-
-    def _value(self, cond: Condition) -> bool | None:
-        if isinstance(cond, AllOf):
-            values = [self._value(c) for c in cond.items]
-            return False if False in values else None if None in values else True
-        if isinstance(cond, AnyOf):
-            values = [self._value(c) for c in cond.items]
-            return True if True in values else None if None in values else False
-        if isinstance(cond, NotOf):
-            v = self._value(cond.item)
-            return None if v is None else not v
-        return self._watches[id(cond)].holds()
 
     def _breaches(self, cond: Condition) -> Iterator[str]:
         """Irreversible breaches: a breached leaf, directly or under `all`."""
@@ -225,11 +185,11 @@ class Judge:
             return Judgement(state="pending")
         missing = []
         for item in self.validate.expect:
-            value = self._value(item)
+            value = truth(item, lambda leaf: self._watches[id(leaf)].holds())
             if value is False:
-                return Judgement(state="failed", reason=f"expectation not met: {_describe(item)}")
+                return Judgement(state="failed", reason=f"expectation not met: {item.describe()}")
             if value is None:
-                missing.append(_describe(item))
+                missing.append(item.describe())
         if missing:
             return Judgement(state="inconclusive", reason="no data in the window for: " + "; ".join(missing))
         return Judgement(state="passed", reason=f"all {len(self.validate.expect)} expectation(s) held for the window")
@@ -245,12 +205,3 @@ class Judge:
             out[w.leaf.describe()] = {"observations": w.observations, "matches": w.matches, "breach": w.breach}
         return out
 
-
-def _describe(cond: Condition) -> str:
-    if isinstance(cond, AllOf):
-        return "all of (" + "; ".join(_describe(c) for c in cond.items) + ")"
-    if isinstance(cond, AnyOf):
-        return "any of (" + "; ".join(_describe(c) for c in cond.items) + ")"
-    if isinstance(cond, NotOf):
-        return "not (" + _describe(cond.item) + ")"
-    return cond.describe()

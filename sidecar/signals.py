@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from suture.engine.conditions import ContainerReading, Count, MetricReading, ProbeReading, Reading, counted, holds
 from suture.engine.playbook import (
     ContainerCondition,
     Leaf,
@@ -126,22 +127,16 @@ class _LogWindow:
     def count(self, key: str, now: float) -> int:
         return self.matches.count(key, now, self.leaf.within)
 
-    def _holds(self, key: str, now: float) -> bool:
-        n = self.count(key, now)
-        if self.leaf.at_least is not None:
-            return n >= self.leaf.at_least
-        return n <= (self.leaf.at_most or 0)
-
     def update(self, key: str, now: float) -> list[Transition]:
-        holds = key in self.matches.times and self._holds(key, now)
-        if holds == (key in self.holding):
+        now_holds = key in self.matches.times and holds(self.leaf, Count(self.count(key, now)))
+        if now_holds == (key in self.holding):
             return []
         fact = Fact(signal=self.leaf.signal, labels=self.matches.labels.get(key, {}))
-        if holds:
+        if now_holds:
             self.holding.add(key)
         else:
             self.holding.discard(key)
-        return [Transition(fact, holds)]
+        return [Transition(fact, now_holds)]
 
     def tick(self, now: float) -> list[Transition]:
         out: list[Transition] = []
@@ -177,8 +172,9 @@ class _Sustained:
         self.restarts.append(at)
         return self.tick(at)
 
-    def reading(self, ok: bool, at: float) -> list[Transition]:
-        if ok:
+    def reading(self, reading: Reading, at: float) -> list[Transition]:
+        """The latest reading of what the leaf watches: does it hold, and since when?"""
+        if holds(self.leaf, reading):
             if self.good_since is None:
                 self.good_since = at
         else:
@@ -187,30 +183,16 @@ class _Sustained:
 
     def tick(self, now: float) -> list[Transition]:
         leaf = self.leaf
-        if isinstance(leaf, ContainerCondition) and leaf.restarts_at_least is not None:
+        if isinstance(leaf, ContainerCondition) and counted(leaf):  # restarts within a window
             since = now - (leaf.restarts_within or float("inf"))
-            holds = sum(1 for t in self.restarts if t > since) >= leaf.restarts_at_least
+            now_holds = holds(leaf, Count(sum(1 for t in self.restarts if t > since)))
         else:
             for_s = getattr(leaf, "for_s", 0.0)
-            holds = self.good_since is not None and now - self.good_since >= for_s
-        if holds == self.holding:
+            now_holds = self.good_since is not None and now - self.good_since >= for_s
+        if now_holds == self.holding:
             return []
-        self.holding = holds
-        return [Transition(self.fact, holds)]
-
-
-def _probe_ok(leaf: ProbeCondition, healthy: bool, latency_ms: float | None) -> bool:
-    if leaf.status is not None and healthy != (leaf.status == "healthy"):
-        return False
-    if leaf.latency_above_ms is not None and not (latency_ms is not None and latency_ms > leaf.latency_above_ms):
-        return False
-    return not (leaf.latency_below_ms is not None and not (latency_ms is not None and latency_ms < leaf.latency_below_ms))
-
-
-def _metric_ok(leaf: MetricCondition, value: float) -> bool:
-    if leaf.above is not None:
-        return value > leaf.above
-    return leaf.below is not None and value < leaf.below
+        self.holding = now_holds
+        return [Transition(self.fact, now_holds)]
 
 
 # --- matchers --------------------------------------------------------------------------
@@ -354,30 +336,25 @@ class SignalBoard:
                     out.extend(window.update(group, at))
         return out, matched
 
+    def _watching(self, kind: type[Leaf], name: str) -> list[_Sustained]:
+        return [e for e in self.sustained.values() if type(e.leaf) is kind and e.leaf.name == name]
+
     def probe(self, name: str, healthy: bool, latency_ms: float | None, at: float) -> list[Transition]:
-        out: list[Transition] = []
-        for e in self.sustained.values():
-            if isinstance(e.leaf, ProbeCondition) and e.leaf.name == name:
-                out.extend(e.reading(_probe_ok(e.leaf, healthy, latency_ms), at))
-        return out
+        reading = ProbeReading(healthy=healthy, latency_ms=latency_ms)
+        return [t for e in self._watching(ProbeCondition, name) for t in e.reading(reading, at)]
 
     def metric(self, name: str, value: float, at: float) -> list[Transition]:
-        out: list[Transition] = []
-        for e in self.sustained.values():
-            if isinstance(e.leaf, MetricCondition) and e.leaf.name == name:
-                out.extend(e.reading(_metric_ok(e.leaf, value), at))
-        return out
+        reading = MetricReading(value)
+        return [t for e in self._watching(MetricCondition, name) for t in e.reading(reading, at)]
 
     def container(self, name: str, state: str, at: float, *, restarted: bool = False) -> list[Transition]:
         """A container's state as polled; ``restarted``: a new start was seen since the last poll."""
         out: list[Transition] = []
-        for e in self.sustained.values():
-            if not isinstance(e.leaf, ContainerCondition) or e.leaf.name != name:
-                continue
-            if e.leaf.state is not None:
-                out.extend(e.reading(state == e.leaf.state, at))
-            elif restarted:
-                out.extend(e.restarted(at))
+        for e in self._watching(ContainerCondition, name):
+            if counted(e.leaf):
+                out.extend(e.restarted(at) if restarted else [])
+            else:
+                out.extend(e.reading(ContainerReading(state), at))
         return out
 
     def containers(self) -> set[str]:
