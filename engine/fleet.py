@@ -22,14 +22,11 @@ from pathlib import Path
 import duckdb
 
 from .errors import StoreError
-from .store import FAILURE, SUCCESS, Store
+from .status import FAILURE, SUCCESS, sql_list
+from .store import Store
 
 TABLES = ("fixes", "fix_steps", "validations", "backups")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def _sql_list(values: tuple[str, ...]) -> str:
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 def export_history(store: Store, folder: Path, name: str) -> list[Path]:
@@ -86,8 +83,8 @@ class FleetHistory:
             listing = ", ".join(f"'{_quote(p)}'" for p in files)
             rows = side.execute(
                 f"""SELECT playbook_id,
-                           count(*) FILTER (WHERE status IN {_sql_list(SUCCESS)}),
-                           count(*) FILTER (WHERE status IN {_sql_list(FAILURE)})
+                           count(*) FILTER (WHERE status IN {sql_list(SUCCESS)}),
+                           count(*) FILTER (WHERE status IN {sql_list(FAILURE)})
                     FROM read_parquet([{listing}], union_by_name = true)
                     WHERE decision = 'apply' GROUP BY playbook_id"""
             ).fetchall()
