@@ -1,6 +1,6 @@
 """The API's HTTP transport: ``http.server``, hardened against a hostile browser and slow clients.
 
-Before a request reaches :meth:`Api.dispatch <sidecar.api.Api.dispatch>` it must get through, in order:
+Before a request reaches :meth:`App.dispatch <sidecar.web.App.dispatch>` it must get through, in order:
 
 - **a connection slot.** At most ``Limits.connections`` connections are open at once (a thread each).
   At the cap a new connection takes the slot of the one that has waited longest for its request (a
@@ -11,7 +11,7 @@ Before a request reaches :meth:`Api.dispatch <sidecar.api.Api.dispatch>` it must
   of the server starting to wait for them; a trickle does not extend it. A partial request is cut
   with 408, a silent or idle connection is closed. Answers (event streams too) are not under it.
 - **a size.** Request line at most ``Limits.max_line`` bytes (414), head at most ``Limits.max_head``
-  (431), body at most ``api.MAX_BODY`` (413).
+  (431), body at most :data:`MAX_BODY` (413).
 - **a Host that names this server** (421 otherwise; the DNS-rebinding guard, see :class:`HostPolicy`).
 - **framing.** One Content-Length of ASCII digits (400 otherwise); Transfer-Encoding is refused (411).
 
@@ -41,7 +41,8 @@ from suture.engine.sql import SqlRefused
 
 from . import operations as ops
 from .admission import Counts, HostPolicy, Limits, Slots
-from .api import MAX_BODY, Api, ApiError, Raw, Stream, _jsonable
+from .routes import ApiError, Raw, Stream, jsonable
+from .web import App, build
 
 if TYPE_CHECKING:
     from .runtime import Sidecar
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("suture.api")
 ABSOLUTE = re.compile(r"(?i)https?://(?P<authority>[^/?#]*)(?P<rest>.*)")
 LENGTH = re.compile(r"[0-9]{1,16}")  # ASCII digits only: str.isdigit() would take '²'
+MAX_BODY = 256 * 1024  # larger than any body the schemas allow, so those get a 400 naming the field
 
 
 class _TooSlow(Exception):
@@ -115,7 +117,8 @@ class _Writer(io.RawIOBase):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    api: Api
+    app: App
+    cors_origin: str | None = None
     server_version = "suture"
     sys_version = ""
     protocol_version = "HTTP/1.1"
@@ -235,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload = self.api.dispatch(method, self.target, headers, body)
+            status, payload = self.app.dispatch(method, self.target, headers, body)
             self._respond(status, payload)
         except ApiError as exc:
             self._respond(exc.status, {"error": str(exc)}, exc.headers)
@@ -262,13 +265,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(status, {"error": message}, {"Connection": "close"})
 
     def _cors(self) -> None:
-        origin = self.api.sidecar.config.api.cors_origin
+        origin = self.cors_origin
         if origin and self.headers.get("Origin") == origin:
             self.send_header("Access-Control-Allow-Origin", origin)
             self.send_header("Vary", "Origin")
 
     def _preflight(self) -> None:
-        origin = self.api.sidecar.config.api.cors_origin
+        origin = self.cors_origin
         self.send_response(HTTPStatus.NO_CONTENT if origin else HTTPStatus.METHOD_NOT_ALLOWED)
         if origin and self.headers.get("Origin") == origin:
             self.send_header("Access-Control-Allow-Origin", origin)
@@ -286,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             body, content_type = payload.body, payload.content_type
             extra = {**payload.headers, **(extra or {})}
         else:
-            body, content_type = json.dumps(_jsonable(payload), indent=2).encode(), "application/json"
+            body, content_type = json.dumps(jsonable(payload), indent=2).encode(), "application/json"
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -377,10 +380,9 @@ class Server(ThreadingHTTPServer):
 
 def serve(sidecar: Sidecar, limits: Limits | None = None) -> Server:
     """Start the API in a background thread; the caller stops it with ``shutdown()``, then ``server_close()``."""
-    api = Api(sidecar)
     limits = limits or Limits()
     cfg = sidecar.config.api
-    handler = type("Handler", (_Handler,), {"api": api})
+    handler = type("Handler", (_Handler,), {"app": build(sidecar), "cors_origin": cfg.cors_origin})
     server_cls: type[Server] = Server
     if ":" in cfg.host:
         server_cls = cast("type[Server]", type("Server6", (Server,), {"address_family": socket.AF_INET6}))

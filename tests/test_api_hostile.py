@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from suture.engine.config import load_config
 from suture.sidecar.admission import Limits
-from suture.sidecar.api import MAX_BODY
-from suture.sidecar.transport import serve
+from suture.sidecar.transport import MAX_BODY, serve
 
 from .conftest import Running, write_config
 

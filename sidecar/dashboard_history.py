@@ -1,0 +1,162 @@
+"""The dashboard's history: the timeline of fixes, the trends, the playbooks' numbers, a rollback's preview.
+
+Every read runs on the core (:meth:`Sidecar.call`, with a short timeout: a busy core answers 503
+and the page tries again), through named queries of the history (:class:`~suture.engine.store.Store`).
+
+    GET /api/dashboard/fixes              the timeline: decision, confidence, edit, validation per fix
+    GET /api/dashboard/trends             fixed queries of the history (per day, per playbook)
+    GET /api/dashboard/playbooks          per playbook: suspended, adjusted confidence, last fix
+    GET /api/dashboard/backups/{id}       what rolling a backup back would change
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from suture.engine.backup import BACKUP_ID, read_nofollow
+from suture.engine.errors import BackupError
+
+from . import operations as ops
+from .dashboard_state import CORE_TIMEOUT
+from .routes import iso
+
+if TYPE_CHECKING:
+    from .runtime import Sidecar
+
+
+class HistoryView:
+    """The history routes of the dashboard."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+
+    def _core(self, fn: Callable[[], Any]) -> Any:
+        return self.sidecar.call(fn, timeout=CORE_TIMEOUT)
+
+    def dashboard_fixes(self, limit: int = 100, playbook: str | None = None, outcome: str | None = None,
+                        days: int = 30) -> dict[str, Any]:
+        since = _ts(self.sidecar.clock() - days * 86400)
+
+        def query() -> dict[str, Any]:
+            store = ops._store(self.sidecar)
+            rows = store.query(
+                """SELECT f.id, f.playbook_id, f.group_key, f.status, f.decision, f.reason, f.mode, f.started_at,
+                          f.finished_at, f.base_confidence, f.adjusted_confidence, f.threshold, f.successes,
+                          f.failures, f.backup_id, f.errors_before, f.errors_after, f.fix_types, f.changes, f.detail,
+                          f.approved_by, f.proposal_id, v.verdict, v.reason AS validation_reason,
+                          epoch(f.finished_at) - epoch(f.started_at) AS seconds,
+                          EXISTS (SELECT 1 FROM fixes a WHERE a.proposal_id = f.id) AS approved
+                   FROM fixes f LEFT JOIN (SELECT fix_id, verdict, reason FROM validations
+                        QUALIFY row_number() OVER (PARTITION BY fix_id ORDER BY judged_at DESC) = 1) v
+                     ON v.fix_id = f.id
+                   WHERE f.started_at >= ? AND (? IS NULL OR f.playbook_id = ?)
+                     AND (? IS NULL OR f.status = ? OR (? = 'in_progress' AND f.finished_at IS NULL))
+                   ORDER BY f.started_at DESC LIMIT ?""",
+                [since, playbook, playbook, outcome, outcome, outcome, limit]).dicts()
+            names = store.query("SELECT DISTINCT playbook_id FROM fixes ORDER BY 1").rows
+            statuses = store.query("SELECT DISTINCT status FROM fixes ORDER BY 1").rows
+            return {"fixes": rows, "playbooks": [n for (n,) in names], "outcomes": [s for (s,) in statuses]}
+
+        found: dict[str, Any] = self._core(query)
+        for row in found["fixes"]:
+            row["changes"] = json.loads(row["changes"]) if row.get("changes") else []
+            row["started_at"], row["finished_at"] = _iso(row["started_at"]), _iso(row["finished_at"])
+        return found
+
+    def dashboard_trends(self, days: int = 30) -> dict[str, Any]:
+        since = _ts(self.sidecar.clock() - days * 86400)
+
+        def query() -> dict[str, Any]:
+            store = ops._store(self.sidecar)
+            per_day = store.query(
+                """SELECT strftime(date_trunc('day', started_at), '%Y-%m-%d') AS day, status, count(*) AS fixes
+                   FROM fixes WHERE started_at >= ? GROUP BY ALL ORDER BY day, status""", [since]).dicts()
+            per_playbook = store.query(
+                """SELECT playbook_id, count(*) AS fixes, count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+                          round(avg((status = 'succeeded')::INT), 4) AS success_rate,
+                          round(avg(epoch(finished_at) - epoch(started_at)) FILTER (WHERE status = 'succeeded'), 1)
+                              AS mttr_s
+                   FROM fixes WHERE decision = 'apply' AND finished_at IS NOT NULL AND started_at >= ?
+                   GROUP BY playbook_id ORDER BY fixes DESC, playbook_id""", [since]).dicts()
+            recovery = store.query(
+                """SELECT playbook_id, started_at AS at, round(epoch(finished_at) - epoch(started_at), 1) AS seconds
+                   FROM fixes WHERE status = 'succeeded' AND started_at >= ? ORDER BY started_at LIMIT 2000""",
+                [since]).dicts()
+            confidence = store.query(
+                """SELECT playbook_id, started_at AS at, round(adjusted_confidence, 2) AS adjusted, threshold
+                   FROM fixes WHERE adjusted_confidence IS NOT NULL AND started_at >= ? ORDER BY started_at
+                   LIMIT 5000""", [since]).dicts()
+            return {"days": days, "per_day": per_day, "per_playbook": per_playbook, "recovery": recovery,
+                    "confidence": confidence}
+
+        found: dict[str, Any] = self._core(query)
+        for row in itertools.chain(found["recovery"], found["confidence"]):
+            row["at"] = _iso(row["at"])
+        return found
+
+    def dashboard_playbooks(self) -> dict[str, Any]:
+        def query() -> list[dict[str, Any]]:
+            sc = self.sidecar
+            store = ops._store(sc)
+            last = {pb: (status, at) for pb, status, at in store.query(
+                """SELECT playbook_id, arg_max(status, started_at), max(started_at) FROM fixes
+                   GROUP BY playbook_id""").rows}
+            out = []
+            for pb in sorted(sc.playbooks.values(), key=lambda p: p.id):
+                numbers = ops.explain(sc, pb.id)
+                status, at = last.get(pb.id, (None, None))
+                out.append({"id": pb.id, "file": pb.file, "version": pb.digest[:12], "mode": pb.mode,
+                            "severity": pb.severity, "description": pb.description,
+                            "base_confidence": pb.confidence, "adjusted_confidence": numbers["adjusted_confidence"],
+                            "threshold": numbers["threshold"], "decision_now": numbers["decision_now"],
+                            "suspended": numbers["suspended"], "last_status": status, "last_fix_at": _iso(at)})
+            return out
+
+        return {"playbooks": self._core(query)}
+
+    def dashboard_backup(self, backup_id: str) -> dict[str, Any]:
+        if not BACKUP_ID.match(backup_id):
+            raise ops.OperationError(HTTPStatus.NOT_FOUND, f"no backup {backup_id}")
+
+        def preview() -> dict[str, Any]:
+            sc = self.sidecar
+            store = ops._store(sc)
+            assert sc.executor is not None
+            try:
+                manifest = sc.executor.backups.load(backup_id)
+            except BackupError as exc:
+                raise ops.OperationError(HTTPStatus.NOT_FOUND, str(exc)) from exc
+            post = sc.executor.post_images(manifest.fix_id)
+            files = []
+            for record in manifest.files:  # the same comparison `rollback` makes before it restores
+                try:
+                    now: str | None = hashlib.sha256(read_nofollow(Path(record.real))).hexdigest()
+                except OSError:
+                    now = None
+                state = "unchanged" if now == record.sha256 else "restore" if now == post.get(record.path) \
+                    else "missing" if now is None else "changed"
+                files.append({"path": record.path, "state": state, "backup_sha256": record.sha256,
+                              "current_sha256": now})
+            fix = store.fix(manifest.fix_id) or {}
+            return {"backup_id": backup_id, "fix_id": manifest.fix_id, "playbook_id": manifest.playbook_id,
+                    "created_at": _iso(manifest.created_at), "files": files,
+                    "changes": json.loads(fix["changes"]) if fix.get("changes") else [],
+                    "fix_status": fix.get("status"),
+                    "needs_force": any(f["state"] in ("changed", "missing") for f in files)}
+
+        return dict(self._core(preview))
+
+
+def _iso(value: float | datetime | None) -> str | None:
+    return iso(value, milliseconds=True)
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
