@@ -35,6 +35,7 @@ from .decide import Decision
 from .errors import ActionError, AtBound, BackupError, PathRefused
 from .paths import resolve_target
 from .playbook import Playbook, action_as_json
+from .steps import EffectRequest, Steps, drive
 from .store import FAILURE, Store
 from .undo import ManualRollback, Restored, RollbackIncomplete, Undo, brief, error_detail
 from .validation import Judge, Judgement
@@ -149,7 +150,25 @@ class Executor:
         proposal_id: str | None = None,
         approved_by: str | None = None,
     ) -> FixRun | Outcome:
-        """Record the decision; for ``apply``, back up, apply and open the validation window."""
+        """:meth:`begin`, with its effects run inline (tests, tools)."""
+        return drive(self.begin(pb, decision, now=now, facts=facts, errors_before=errors_before,
+                                proposal_id=proposal_id, approved_by=approved_by), self.effects)
+
+    def begin(
+        self,
+        pb: Playbook,
+        decision: Decision,
+        *,
+        now: float,
+        facts: tuple[str, ...] = (),
+        errors_before: int | None = None,
+        proposal_id: str | None = None,
+        approved_by: str | None = None,
+    ) -> Steps[FixRun | Outcome]:
+        """Record the decision; for ``apply``, back up, apply and open the validation window.
+
+        The fix's effects are yielded (:mod:`.steps`); everything else happens here, journaled.
+        """
         fix_id = self.record(
             pb, decision, now=now, facts=facts, errors_before=errors_before,
             proposal_id=proposal_id, approved_by=approved_by,
@@ -157,9 +176,9 @@ class Executor:
         try:
             if decision.verdict != "apply":
                 return self._record_only(fix_id, pb, decision, now)
-            return self._apply(fix_id, pb, decision, now=now, errors_before=errors_before)
+            return (yield from self._apply(fix_id, pb, decision, now=now, errors_before=errors_before))
         except Exception as exc:  # a bug, or an input nobody foresaw: it ends this fix, never the sidecar
-            return self.crashed(fix_id, pb, "applying the fix", exc, now)
+            return (yield from self.crashed_steps(fix_id, pb, "applying the fix", exc, now))
 
     def _record_only(self, fix_id: str, pb: Playbook, decision: Decision, now: float) -> Outcome:
         """propose / shadow / skip: say what the fix would change, touch nothing."""
@@ -208,7 +227,8 @@ class Executor:
                         break
         return None
 
-    def _apply(self, fix_id: str, pb: Playbook, decision: Decision, *, now: float, errors_before: int | None) -> FixRun | Outcome:
+    def _apply(self, fix_id: str, pb: Playbook, decision: Decision, *, now: float, errors_before: int | None
+               ) -> Steps[FixRun | Outcome]:
         try:
             plan = self._plan(pb)
         except AtBound as exc:
@@ -252,6 +272,7 @@ class Executor:
             self.store.step(fix_id, "backed_up", now, {"backup_id": manifest.id})
             self._hook("after_backup", fix_id)
         written: list[FilePlan] = []
+        started = now
         attempted = 0  # effects started: one that failed half way may still have changed something
         try:
             for fp in plan.files:
@@ -267,8 +288,9 @@ class Executor:
                 self.store.step(fix_id, "effect_started", now, {"action": action.describe()})
                 self._hook("before_effect", fix_id, action)
                 attempted += 1
-                result = self.effects.run(action, context)
-                self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
+                reply = yield EffectRequest(fix_id, action, context)
+                now = reply.at or now  # the window opens when the effects are done
+                self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": reply.result})
             judge = Judge(pb.validate, now)
         except Exception as exc:
             expected = isinstance(exc, (ActionError, BackupError, OSError))
@@ -278,15 +300,15 @@ class Executor:
             else:
                 log.exception("%s: apply failed", fix_id)
                 self.store.step(fix_id, "error", now, error_detail("applying the fix", exc))
-            status = self._undo(fix_id, pb, plan, manifest, now, reason, only=[f.path for f in written],
-                                touched=bool(written) or attempted > 0)
+            status = yield from self._undo(fix_id, pb, plan, manifest, now, reason, only=[f.path for f in written],
+                                           touched=bool(written) or attempted > 0)
             return self._final(fix_id, pb, "failed" if status != "conflict" else "conflict", now, reason)
         self.store.update(fix_id, status="validating")
         self.store.step(fix_id, "validating", now, {"until": judge.ends_at, "settle_until": judge.opens_at})
         self._hook("validating", fix_id)
         return FixRun(
             fix_id=fix_id, playbook=pb, decision=decision, plan=plan, manifest=manifest,
-            judge=judge, started_at=now, errors_before=errors_before,
+            judge=judge, started_at=started, errors_before=errors_before,
         )
 
     def _write(self, fp: FilePlan) -> None:
@@ -313,14 +335,18 @@ class Executor:
     # -- ending a fix --
 
     def settle(self, run: FixRun, verdict: Judgement, now: float) -> Outcome:
+        """:meth:`settle_steps`, with on_rollback's effects run inline."""
+        return drive(self.settle_steps(run, verdict, now), self.effects)
+
+    def settle_steps(self, run: FixRun, verdict: Judgement, now: float) -> Steps[Outcome]:
         """Commit a passed fix; roll back a breached, failed or inconclusive one. Always ends the fix."""
         try:
             self._hook("settle", run.fix_id)
-            return self._settle(run, verdict, now)
+            return (yield from self._settle(run, verdict, now))
         except Exception as exc:
-            return self.crashed(run.fix_id, run.playbook, "judging or rolling back the fix", exc, now)
+            return (yield from self.crashed_steps(run.fix_id, run.playbook, "judging or rolling back the fix", exc, now))
 
-    def _settle(self, run: FixRun, verdict: Judgement, now: float) -> Outcome:
+    def _settle(self, run: FixRun, verdict: Judgement, now: float) -> Steps[Outcome]:
         errors_after = run.judge.errors_after()
         measured = run.judge.measured()
         self.store.step(run.fix_id, "verdict", now, {"state": verdict.state, "reason": verdict.reason,
@@ -331,7 +357,7 @@ class Executor:
             return self._final(run.fix_id, run.playbook, "succeeded", now, verdict.reason, errors_after=errors_after)
         if verdict.state == "inconclusive" and run.playbook.on_inconclusive == "keep":
             return self._final(run.fix_id, run.playbook, "inconclusive", now, f"{verdict.reason}; kept (on_inconclusive: keep)", errors_after=errors_after)
-        status = self._undo(run.fix_id, run.playbook, run.plan, run.manifest, now, verdict.reason)
+        status = yield from self._undo(run.fix_id, run.playbook, run.plan, run.manifest, now, verdict.reason)
         if status == "conflict":
             final = "conflict"
         elif verdict.state == "inconclusive":
@@ -343,7 +369,7 @@ class Executor:
     def _undo(
         self, fix_id: str, pb: Playbook, plan: Plan, manifest: Manifest | None, now: float, reason: str,
         only: list[str] | None = None, touched: bool = True,
-    ) -> str:
+    ) -> Steps[str]:
         """Restore every written file that still holds what suture wrote; report conflicts.
 
         ``on_rollback`` runs only if the fix ``touched`` something (wrote a file or started an effect).
@@ -356,7 +382,7 @@ class Executor:
             post = {f.path: f.post_sha for f in plan.files}
             done = self.undo.restore_all(fix_id, [r for r in manifest.files if only is None or r.path in only], post, now)
         if touched:
-            self.undo.run_on_rollback(fix_id, pb.id, pb.on_rollback, now)
+            yield from self.undo.on_rollback(fix_id, pb.id, pb.on_rollback, now)
         if done.conflicts:
             return "conflict"
         if done.failed:
@@ -392,13 +418,18 @@ class Executor:
 
     def rollback_backup(self, backup_id: str, now: float, *, force: bool = False, by: str = "a person",
                         playbook: Playbook | None = None) -> tuple[ManualRollback, Outcome | None]:
+        """:meth:`rollback_steps`, with on_rollback's effects run inline."""
+        return drive(self.rollback_steps(backup_id, now, force=force, by=by, playbook=playbook), self.effects)
+
+    def rollback_steps(self, backup_id: str, now: float, *, force: bool = False, by: str = "a person",
+                       playbook: Playbook | None = None) -> Steps[tuple[ManualRollback, Outcome | None]]:
         """Restore a backup by hand (`suture rollback`); refuse files changed by others unless ``force``.
 
         A fix still in its validation window ends here as ``rolled_back`` (by ``by``): its Outcome is
         returned for the caller to report and to stop validating. ``playbook`` (when loaded) lets a
         person's rollback count towards ``max_attempts`` like any failed attempt.
         """
-        result = self.undo.manual(backup_id, now, force=force, by=by)
+        result = yield from self.undo.manual_steps(backup_id, now, force=force, by=by)
         if result.ended is None:
             return result, None
         status, detail = result.ended
@@ -412,6 +443,10 @@ class Executor:
     # -- a fix that raised, and start-up recovery: both driven to a final state from the journal --
 
     def crashed(self, fix_id: str, pb: Playbook, stage: str, exc: Exception, now: float) -> Outcome:
+        """:meth:`crashed_steps`, with on_rollback's effects run inline."""
+        return drive(self.crashed_steps(fix_id, pb, stage, exc, now), self.effects)
+
+    def crashed_steps(self, fix_id: str, pb: Playbook, stage: str, exc: Exception, now: float) -> Steps[Outcome]:
         """End a fix whose step raised: journal the error, restore what it wrote, run on_rollback, mark it failed.
 
         Whatever raised, every target still holds a whole pre- or post-image (writes are atomic), so the
@@ -425,7 +460,7 @@ class Executor:
             if row is None or row.get("finished_at") is not None:
                 return Outcome(fix_id=fix_id, playbook_id=pb.id, status=str((row or {}).get("status", "failed")),
                                detail=why)
-            status, detail = self.undo.from_journal(row, now, why)
+            status, detail = yield from self.undo.from_journal_steps(row, now, why)
             return self._final(fix_id, pb, status, now, detail)
         except Exception as again:  # the history itself fails (disk full?): say so, keep the sidecar going
             log.error("%s: cannot record the end of the fix: %s", fix_id, brief(again), exc_info=again)

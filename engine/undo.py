@@ -29,6 +29,7 @@ from .actions import EffectRunner
 from .backup import BackupStore, FileRecord, read_nofollow, sha256_bytes
 from .errors import ActionError, BackupError, Conflict, SutureError
 from .playbook import Action, action_from_json
+from .steps import EffectRequest, Steps, drive
 from .store import Store
 
 log = logging.getLogger("suture.executor")
@@ -104,7 +105,7 @@ class Undo:
 
     # -- on_rollback --
 
-    def run_on_rollback(self, fix_id: str, playbook_id: str, actions: tuple[Action, ...], now: float) -> None:
+    def on_rollback(self, fix_id: str, playbook_id: str, actions: tuple[Action, ...], now: float) -> Steps[None]:
         """Carry out ``on_rollback`` after a restore; each result (or why it could not run) is journaled."""
         for action in actions:
             if self.effects is None:
@@ -112,8 +113,9 @@ class Undo:
                                                                "error": "no effect runner in this context"})
                 continue
             try:
-                result = self.effects.run(action, {"fix_id": fix_id, "playbook_id": playbook_id, "rollback": True})
-                self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": result})
+                reply = yield EffectRequest(fix_id, action, {"fix_id": fix_id, "playbook_id": playbook_id,
+                                                             "rollback": True})
+                self.store.step(fix_id, "effect", reply.at or now, {"action": action.describe(), "result": reply.result})
             except Exception as exc:
                 if not isinstance(exc, ActionError):
                     log.error("%s: on_rollback %s failed", fix_id, action.describe(), exc_info=exc)
@@ -151,6 +153,11 @@ class Undo:
 
     def from_journal(self, row: Mapping[str, Any], now: float, was: str, *, restarted: bool = False
                      ) -> tuple[str, str]:
+        """:meth:`from_journal_steps` with on_rollback's effects run inline (start-up recovery)."""
+        return drive(self.from_journal_steps(row, now, was, restarted=restarted), self.effects)
+
+    def from_journal_steps(self, row: Mapping[str, Any], now: float, was: str, *, restarted: bool = False
+                           ) -> Steps[tuple[str, str]]:
         """Put back every file that holds what the journal says suture wrote; run on_rollback. (status, detail)"""
         fix_id = row["id"]
         names = {s["step"] for s in self.store.steps(fix_id)}
@@ -167,7 +174,7 @@ class Undo:
             post = {f["path"]: f["post"] for f in (planned or {}).get("files", [])}
             done = self.restore_all(fix_id, list(manifest.files), post, now)
         if touched:
-            self.run_on_rollback(fix_id, row["playbook_id"], self.journaled_on_rollback(fix_id, planned, now), now)
+            yield from self.on_rollback(fix_id, row["playbook_id"], self.journaled_on_rollback(fix_id, planned, now), now)
         if done.conflicts:
             return "conflict", f"{was}; changed by someone else: {', '.join(done.conflicts)}"
         if done.failed:
@@ -180,6 +187,10 @@ class Undo:
     # -- a person's rollback --
 
     def manual(self, backup_id: str, now: float, *, force: bool, by: str) -> ManualRollback:
+        """:meth:`manual_steps` with on_rollback's effects run inline."""
+        return drive(self.manual_steps(backup_id, now, force=force, by=by), self.effects)
+
+    def manual_steps(self, backup_id: str, now: float, *, force: bool, by: str) -> Steps[ManualRollback]:
         """Restore a backup by hand; refuse files changed by others unless ``force`` (Conflict).
 
         If the backup's fix has not ended (it is in its validation window), this rollback is its
@@ -215,8 +226,8 @@ class Undo:
         if fix["finished_at"] is not None:
             return ManualRollback(fix_id=manifest.fix_id, restored=tuple(done))
         planned = self.planned(manifest.fix_id)
-        self.run_on_rollback(manifest.fix_id, fix["playbook_id"],
-                             self.journaled_on_rollback(manifest.fix_id, planned, now), now)
+        yield from self.on_rollback(manifest.fix_id, fix["playbook_id"],
+                                    self.journaled_on_rollback(manifest.fix_id, planned, now), now)
         detail = (f"rolled back by {by} during its validation window ({len(done)} file(s) restored from "
                   f"{backup_id}, verified by sha256)")
         return ManualRollback(fix_id=manifest.fix_id, restored=tuple(done), ended=("rolled_back", detail))
