@@ -29,8 +29,8 @@ from pathlib import Path
 from suture.engine.config import load_config
 from suture.engine.store import QueryResult
 
-from .cli import print_table
 from .runtime import Event, Sidecar
+from .tables import print_table
 
 TIMEOUT = 75.0
 LABELS = {

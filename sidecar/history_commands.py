@@ -1,0 +1,228 @@
+"""The commands about the history and a person's controls: ``history``, ``backups``, ``rollback``,
+``proposals``, ``approve``, ``explain``, ``suspend``, ``resume``.
+
+DuckDB lets one process open the history file: while a sidecar runs (its API answers), these
+ask it through :class:`~.client.Client`; otherwise ``history``, ``backups``, ``proposals``,
+``rollback`` and ``resume`` open the file themselves. ``approve``, ``explain`` and ``suspend``
+need the running sidecar (it owns the validation window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from suture.engine.backup import BackupStore
+from suture.engine.config import Config
+from suture.engine.errors import SutureError
+from suture.engine.executor import Executor
+from suture.engine.store import Store
+
+from .client import Client
+from .commands import config_of
+from .tables import print_table
+
+DEFAULT_SQL = """SELECT id, playbook_id, status, decision, round(adjusted_confidence, 1) AS confidence,
+       backup_id, errors_before, errors_after, started_at, finished_at
+FROM fixes ORDER BY started_at DESC LIMIT 20"""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _open_store(config: Config) -> Store:
+    if not config.db_path.exists():
+        raise SutureError(f"no history yet at {config.db_path} (has `suture run` started with this config?)")
+    return Store.open(config.db_path, read_only=True)
+
+
+def cmd_export(config: Config, folder: Path) -> int:
+    from suture.engine.fleet import TABLES, export_history
+
+    client = Client(config)
+    if client.running():
+        target = folder / config.name
+        target.mkdir(parents=True, exist_ok=True)
+        for table in TABLES:
+            (target / f"{table}.parquet").write_bytes(client.raw("GET", f"/api/history/{table}.parquet"))
+        written = [target / f"{t}.parquet" for t in TABLES]
+    else:
+        store = _open_store(config)
+        try:
+            written = export_history(store, folder, config.name)
+        finally:
+            store.close()
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    if args.export:
+        return cmd_export(config, Path(args.export))
+    client = Client(config)
+    if client.running():  # the sidecar holds the file: ask it
+        answer = client.request("POST", "/api/sql", {"sql": args.sql or DEFAULT_SQL, "max_rows": args.max_rows})
+        columns, rows, truncated = tuple(answer["columns"]), [tuple(r) for r in answer["rows"]], answer["truncated"]
+    else:
+        store = _open_store(config)
+        try:
+            result, truncated = store.user_query(args.sql or DEFAULT_SQL, max_rows=args.max_rows,
+                                                 interrupt_after=_interrupt_after(args.timeout))
+        finally:
+            store.close()
+        columns, rows = result.columns, [tuple(_jsonable(v) for v in r) for r in result.rows]
+    if args.json:
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=2, default=str))
+    else:
+        print_table(columns, rows)
+    if truncated:
+        print(f"(cut at {args.max_rows} rows; use --max-rows)", file=sys.stderr)
+    return 0
+
+
+def _interrupt_after(seconds: float) -> Any:
+    import threading
+
+    def arm(cursor: Any) -> None:
+        timer = threading.Timer(seconds, cursor.interrupt)
+        timer.daemon = True
+        timer.start()
+
+    return arm
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    store = BackupStore(config.state_dir / "backups")
+    manifests = list(store.all())
+    if args.json:
+        print(json.dumps([m.as_json() for m in manifests], indent=2))
+        return 0
+    rows = [
+        (m.id, datetime.fromtimestamp(m.created_at, UTC).replace(tzinfo=None), m.playbook_id, m.fix_id,
+         ", ".join(f.path for f in m.files), f"{m.confidence:.1f}")
+        for m in manifests
+    ]
+    print_table(("backup_id", "created_at", "playbook", "fix", "files", "confidence"), rows)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    client = Client(config)
+    ended = None
+    if client.running():  # the sidecar owns the history and may be validating: let it restore
+        force = "?force=true" if args.force else ""
+        answer = client.request("POST", f"/api/monitoring/rollback/{args.backup_id}{force}", {"by": args.by})
+        restored, ended = answer["restored"], answer.get("fix_status")
+    else:
+        store = Store.open(config.db_path)
+        try:
+            executor = Executor(config=config, store=store, backups=BackupStore(config.state_dir / "backups"))
+            result, outcome = executor.rollback_backup(args.backup_id, time.time(), force=args.force, by=args.by)
+            restored, ended = list(result.restored), outcome.status if outcome else None
+        finally:
+            store.close()
+    if ended:
+        print(f"the fix of {args.backup_id} was still being validated: it ends {ended} (by {args.by})")
+    if restored:
+        print(f"restored {', '.join(restored)} from {args.backup_id} (verified by sha256)")
+    else:
+        print(f"nothing to restore: every file of {args.backup_id} already holds its backed-up bytes")
+    return 0
+
+
+def _running_client(config: Config, what: str) -> Client:
+    client = Client(config)
+    if not client.running():
+        raise SutureError(f"{what} needs the running sidecar (it owns the history and the validation window); "
+                          f"none answers at {config.api.listen}")
+    return client
+
+
+def _changes(row: dict[str, Any]) -> str:
+    changes = row["changes"] if isinstance(row["changes"], list) else json.loads(row["changes"] or "[]")
+    return "; ".join(f"{c['file']} {c['target']}: {c['old']} -> {c['new']}" for c in changes)
+
+
+def cmd_proposals(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    client = Client(config)
+    if client.running():
+        rows = client.request("GET", "/api/proposals")["proposals"]
+    else:
+        store = _open_store(config)
+        try:
+            rows = store.query(
+                """SELECT * FROM fixes p WHERE status = 'proposed'
+                   AND NOT EXISTS (SELECT 1 FROM fixes a WHERE a.proposal_id = p.id) ORDER BY started_at DESC"""
+            ).dicts()
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print_table(("fix_id", "started_at", "playbook", "confidence", "would change"),
+                [(r["id"], r["started_at"], r["playbook_id"], f"{r['adjusted_confidence']:.1f}", _changes(r))
+                 for r in rows])
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    client = _running_client(config_of(args), "approving")
+    answer = client.request("POST", f"/api/proposals/{args.fix_id}/approve", {"by": args.by})
+    print(f"approved {args.fix_id} as fix {answer['fix_id']}: {answer['status']}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    client = _running_client(config_of(args), "explain")
+    answer = client.request("GET", f"/api/playbooks/{args.playbook_id}/explain")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    local, fleet = answer["outcomes"]["local"], answer["outcomes"]["fleet"]
+    print(f"{answer['playbook_id']} (mode {answer['mode']}, model {answer['model']}, "
+          f"prior weight {answer['prior_weight']:g})")
+    print(f"  base confidence     {answer['base_confidence']:g}")
+    print(f"  outcomes (local)    {local['successes']} succeeded, {local['failures']} failed")
+    print(f"  outcomes (fleet)    {fleet['successes']} succeeded, {fleet['failures']} failed")
+    print(f"  adjusted confidence {answer['adjusted_confidence']:g}")
+    print(f"  threshold           {answer['threshold']:g}")
+    print(f"  decision now        {answer['decision_now']} ({answer['reason']})")
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    client = _running_client(config_of(args), "suspend")
+    client.request("POST", f"/api/playbooks/{args.playbook_id}/suspend", {"by": args.by})
+    print(f"suspended {args.playbook_id}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    client = Client(config)
+    if client.running():
+        changed = client.request("POST", f"/api/playbooks/{args.playbook_id}/resume", {"by": args.by})["changed"]
+    else:
+        store = Store.open(config.db_path)
+        try:
+            changed = store.resume(args.playbook_id, time.time(), by=args.by)
+        finally:
+            store.close()
+    if not changed:
+        print(f"{args.playbook_id} is not suspended", file=sys.stderr)
+        return 1
+    print(f"resumed {args.playbook_id}")
+    return 0
