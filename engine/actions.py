@@ -99,28 +99,41 @@ def _decode(data: bytes, path: str) -> str:
         raise EditError(f"{path}: not UTF-8 text (byte {exc.start}); suture edits text files only") from exc
 
 
+def _adjust(action: Adjust, text: str) -> TextEdit:
+    fmt = format_of(action.file)
+    step = (action.op, action.amount, action.minimum, action.maximum, action.round_to)
+    if action.regex is not None:
+
+        def compute(span: Span) -> str:
+            return format_number(adjust_value(parse_number(span.text), *step), span.text)
+
+        return edit_value(text, fmt, key=None, regex=action.regex, compute=compute)
+
+    def intend(span: Span) -> int | float | str:
+        # from the value as the format reads it (YAML 0x10 is 16), typed like it
+        return adjusted(adjust_value(number_of(span), *step), span)
+
+    return edit_value(text, fmt, key=action.key, regex=None, intend=intend)
+
+
+def _set(action: SetValue, text: str) -> TextEdit:
+    value = action.value  # typed as the playbook's YAML gave it: str, int, float or bool
+    return edit_value(text, format_of(action.file), key=action.key, regex=None, intend=lambda span: value)
+
+
+def _replace(action: Replace, text: str) -> TextEdit:
+    return replace_text(text, action.regex, action.with_, format_of(action.file))
+
+
+# The text edit of each file action but restore (which puts back bytes: see plan_fix).
+_EDITS: dict[type[Action], Callable[[Any, str], TextEdit]] = {Adjust: _adjust, SetValue: _set, Replace: _replace}
+
+
 def _edit(action: Action, text: str) -> TextEdit:
-    fmt = format_of(action.file)  # type: ignore[union-attr]
-    if isinstance(action, Adjust):
-        step = (action.op, action.amount, action.minimum, action.maximum, action.round_to)
-        if action.regex is not None:
-
-            def compute(span: Span) -> str:
-                return format_number(adjust_value(parse_number(span.text), *step), span.text)
-
-            return edit_value(text, fmt, key=None, regex=action.regex, compute=compute)
-
-        def intend(span: Span) -> int | float | str:
-            # from the value as the format reads it (YAML 0x10 is 16), typed like it
-            return adjusted(adjust_value(number_of(span), *step), span)
-
-        return edit_value(text, fmt, key=action.key, regex=None, intend=intend)
-    if isinstance(action, SetValue):
-        value = action.value  # typed as the playbook's YAML gave it: str, int, float or bool
-        return edit_value(text, fmt, key=action.key, regex=None, intend=lambda span: value)
-    if isinstance(action, Replace):
-        return replace_text(text, action.regex, action.with_, fmt)
-    raise ActionError(f"{type(action).__name__} is not a file action")
+    edit = _EDITS.get(type(action))
+    if edit is None:
+        raise ActionError(f"{type(action).__name__} is not a file action that edits text")
+    return edit(action, text)
 
 
 LastGood = Callable[[str], "tuple[bytes, str] | None"]
@@ -168,9 +181,9 @@ def plan_fix(
             data, origin = good
             new_text = _decode(data, action.file)
             if new_text != text:
-                changes.append(ValueChange(file=action.file, action="restore", target=origin,
-                                      old=f"sha256:{sha256_bytes(text.encode())[:12]}",
-                                      new=f"sha256:{sha256_bytes(data)[:12]}", line=0))
+                changes.append(ValueChange(file=action.file, action=action.keyword, target=origin,
+                                           old=f"sha256:{sha256_bytes(text.encode())[:12]}",
+                                           new=f"sha256:{sha256_bytes(data)[:12]}", line=0))
             state[action.file] = (real, before, new_text, st, changes)
             continue
         try:
@@ -179,10 +192,8 @@ def plan_fix(
             raise type(exc)(f"{action.file}: {exc}{where}") from None
         if edit.changed:
             target = getattr(action, "key", None) or getattr(action, "regex", "") or ""
-            changes.append(
-                ValueChange(file=action.file, action=type(action).__name__.lower().replace("setvalue", "set"),
-                       target=target, old=edit.old, new=edit.new, line=edit.line)
-            )
+            changes.append(ValueChange(file=action.file, action=action.keyword, target=target, old=edit.old,
+                                       new=edit.new, line=edit.line))
         state[action.file] = (real, before, edit.text, st, changes)
     files = []
     for name in order:

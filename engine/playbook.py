@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -216,6 +216,8 @@ def truth(condition: Condition, leaf: Callable[[Leaf], bool | None]) -> bool | N
 class Adjust:
     """Change a number found by ``key`` or by ``regex`` (named group ``value``)."""
 
+    keyword: ClassVar[str] = "adjust"  # how a playbook writes it
+
     file: str
     key: str | None = None
     regex: str | None = None
@@ -241,6 +243,8 @@ class Adjust:
 class SetValue:
     """Set ``key`` of a structured file to a literal value."""
 
+    keyword: ClassVar[str] = "set"  # how a playbook writes it
+
     file: str
     key: str
     value: str | int | float | bool
@@ -253,6 +257,8 @@ class SetValue:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Replace:
     """Replace what ``regex`` matches in a text file with a literal."""
+
+    keyword: ClassVar[str] = "replace"  # how a playbook writes it
 
     file: str
     regex: str
@@ -267,6 +273,8 @@ class Replace:
 class Restore:
     """Put back the last good version of a file (see engine.actions)."""
 
+    keyword: ClassVar[str] = "restore"  # how a playbook writes it
+
     file: str
     at: Where = field(compare=False)
 
@@ -277,6 +285,8 @@ class Restore:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
     """Stop a container (a stopped container is not restarted by its restart policy)."""
+
+    keyword: ClassVar[str] = "stop"  # how a playbook writes it
 
     container: str
     timeout: float = 10.0
@@ -289,6 +299,8 @@ class Stop:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Restart:
     """Restart a container (Docker Engine API) or signal a process by pid file."""
+
+    keyword: ClassVar[str] = "restart"  # how a playbook writes it
 
     container: str | None = None
     pidfile: str | None = None
@@ -305,6 +317,8 @@ class Restart:
 class Exec:
     """Run a program (never through a shell) with a timeout."""
 
+    keyword: ClassVar[str] = "exec"  # how a playbook writes it
+
     argv: tuple[str, ...]
     timeout: float = 30.0
     at: Where = field(compare=False)
@@ -316,6 +330,8 @@ class Exec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Notify:
     """POST a JSON body describing the fix to a webhook."""
+
+    keyword: ClassVar[str] = "notify"  # how a playbook writes it
 
     webhook: str
     at: Where = field(compare=False)

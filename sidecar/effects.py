@@ -226,24 +226,31 @@ class Effects:
         self._own_docker = False
         self._notifier = notifier
         self._own_notifier = False
+        # what carries out each kind of effect: a new kind adds its line here
+        self._runners: Mapping[type[Action], Callable[[Any, Mapping[str, Any]], str]] = {
+            Restart: lambda a, _: self.restart(a),
+            Stop: lambda a, _: self.stop_container(a.container, a.timeout),
+            Exec: self.exec,
+            Notify: lambda a, context: self.notify(a.webhook, context),
+        }
 
     def run(self, action: Action, context: Mapping[str, Any]) -> str:
         """Carry ``action`` out, checked again against the allowlists (a playbook passed them when it loaded)."""
-        if isinstance(action, Restart):
-            if action.container:
-                return self.restart_container(action.container)
-            if action.pidfile:
-                return self.signal_pidfile(action.pidfile, action.signal)
-            raise ActionError(f"restart needs a container or a pidfile ({action.at})")
-        if isinstance(action, Stop):
-            return self.stop_container(action.container, action.timeout)
-        if isinstance(action, Exec):
-            return self.exec(action, context)
-        if isinstance(action, Notify):
-            return self.notify(action.webhook, context)
+        runner = self._runners.get(type(action))
+        if runner is not None:
+            return runner(action, context)
         if isinstance(action, FILE_ACTIONS):
             raise ActionError(f"{type(action).__name__} is a file action: the executor plans and writes it")
-        raise ActionError(f"{type(action).__name__} cannot be carried out here (Effects runs restart, exec, notify)")
+        raise ActionError(f"{type(action).__name__} cannot be carried out here (Effects runs restart, stop, exec, "
+                          "notify)")
+
+    def restart(self, action: Restart) -> str:
+        """A container through the Engine API, or a process through its pid file."""
+        if action.container:
+            return self.restart_container(action.container)
+        if action.pidfile:
+            return self.signal_pidfile(action.pidfile, action.signal)
+        raise ActionError(f"restart needs a container or a pidfile ({action.at})")
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the notifier and close the docker client, if Effects built them."""
