@@ -29,6 +29,7 @@ from .actions import EffectRunner
 from .backup import BackupStore, FileRecord, read_nofollow, sha256_bytes
 from .errors import ActionError, BackupError, Conflict, SutureError
 from .playbook import Action, action_from_json
+from .status import FixStatus
 from .steps import EffectRequest, Steps, drive
 from .store import Store
 
@@ -170,19 +171,19 @@ class Undo:
             try:
                 manifest = self.backups.load(row["backup_id"])
             except BackupError as exc:
-                return "conflict", f"{was}; backup unreadable ({exc}); files left for a person"
+                return FixStatus.CONFLICT, f"{was}; backup unreadable ({exc}); files left for a person"
             post = {f["path"]: f["post"] for f in (planned or {}).get("files", [])}
             done = self.restore_all(fix_id, list(manifest.files), post, now)
         if touched:
             yield from self.on_rollback(fix_id, row["playbook_id"], self.journaled_on_rollback(fix_id, planned, now), now)
         if done.conflicts:
-            return "conflict", f"{was}; changed by someone else: {', '.join(done.conflicts)}"
+            return FixStatus.CONFLICT, f"{was}; changed by someone else: {', '.join(done.conflicts)}"
         if done.failed:
-            return "failed", f"{was}; rollback incomplete: {'; '.join(done.failed)}"
+            return FixStatus.FAILED, f"{was}; rollback incomplete: {'; '.join(done.failed)}"
         if not touched and not done.restored:
-            return "failed", (f"{was}; interrupted before any file was changed" if restarted
-                              else f"{was}; nothing was changed")
-        return "failed", f"{was}; rolled back{' on restart' if restarted else ''}"
+            nothing = "interrupted before any file was changed" if restarted else "nothing was changed"
+            return FixStatus.FAILED, f"{was}; {nothing}"
+        return FixStatus.FAILED, f"{was}; rolled back{' on restart' if restarted else ''}"
 
     # -- a person's rollback --
 
@@ -230,7 +231,7 @@ class Undo:
                                     self.journaled_on_rollback(manifest.fix_id, planned, now), now)
         detail = (f"rolled back by {by} during its validation window ({len(done)} file(s) restored from "
                   f"{backup_id}, verified by sha256)")
-        return ManualRollback(fix_id=manifest.fix_id, restored=tuple(done), ended=("rolled_back", detail))
+        return ManualRollback(fix_id=manifest.fix_id, restored=tuple(done), ended=(FixStatus.ROLLED_BACK, detail))
 
 
 def brief(exc: BaseException) -> str:
