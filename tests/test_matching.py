@@ -8,7 +8,8 @@ import time
 
 import pytest
 from suture.engine.playbook import LogCondition, Where
-from suture.sidecar.matching import FOLD_PARTNERS, PatternSet
+from suture.sidecar.matching import PatternSet
+from suture.sidecar.pattern_prefilter import FOLD_PARTNERS
 
 AT = Where(file="test.yaml", line=1, path="when.log")
 
