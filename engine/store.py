@@ -2,150 +2,48 @@
 
 One process writes the file (the sidecar); the CLI opens it read-only when the
 sidecar is not running. Migrations are numbered and applied in order at
-open; ``schema_version`` records each. Times are stored as UTC TIMESTAMPs.
+open (:mod:`.migrations`). Times are stored as UTC TIMESTAMPs.
 
 A fix row is inserted when a playbook fires and updated as the fix moves on;
 its final ``status`` is written once (``finished_at IS NULL`` guards every
 update), and ``fix_steps`` is append-only: the journal that start-up recovery
 reads.
+
+Every SQL statement is the store's: this module writes a fix's life, keeps the
+suspensions and answers what learning and the gate read; :mod:`.reads` holds
+the named reads the API, the dashboard, the CLI and the executor ask (methods
+of :class:`Store` through its base). A person's own SQL goes through
+:meth:`Store.user_query` only, which lets one read through and rolls it back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import duckdb
 
 from .decide import Decision, Gate, Outcomes
 from .errors import StoreError
+from .migrations import MIGRATIONS, migrate, schema_version
+from .reads import RECENT_FIXES_SQL, QueryResult, Reads, TypeTally, ValidatedFix, epoch, ts
 from .sql import SqlRefused, check_query
+from .status import FAILURE, FINAL, SUCCESS, sql_list
 
-FINAL = ("succeeded", "rolled_back", "failed", "proposed", "shadow", "conflict", "exhausted", "inconclusive", "skipped")
-SUCCESS = ("succeeded",)
-FAILURE = ("rolled_back", "failed", "inconclusive")
-
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
-    (
-        1,
-        "fixes and their journal",
-        """
-        CREATE TABLE fixes (
-            id VARCHAR PRIMARY KEY,
-            playbook_id VARCHAR NOT NULL,
-            playbook_version VARCHAR,
-            group_key VARCHAR NOT NULL DEFAULT '',
-            status VARCHAR NOT NULL,
-            decision VARCHAR NOT NULL,
-            reason VARCHAR,
-            mode VARCHAR,
-            started_at TIMESTAMP NOT NULL,
-            finished_at TIMESTAMP,
-            base_confidence DOUBLE,
-            adjusted_confidence DOUBLE,
-            threshold DOUBLE,
-            model VARCHAR,
-            successes INTEGER,
-            failures INTEGER,
-            fleet_successes INTEGER,
-            fleet_failures INTEGER,
-            backup_id VARCHAR,
-            errors_before INTEGER,
-            errors_after INTEGER,
-            fix_types VARCHAR,
-            changes JSON,
-            detail VARCHAR,
-            approved_by VARCHAR,
-            proposal_id VARCHAR
-        );
-        CREATE TABLE fix_steps (
-            fix_id VARCHAR NOT NULL,
-            seq INTEGER NOT NULL,
-            step VARCHAR NOT NULL,
-            happened_at TIMESTAMP NOT NULL,
-            detail JSON
-        );
-        """,
-    ),
-    (
-        2,
-        "suspensions",
-        """
-        CREATE TABLE suspensions (
-            playbook_id VARCHAR NOT NULL,
-            suspended_at TIMESTAMP NOT NULL,
-            reason VARCHAR NOT NULL,
-            resumed_at TIMESTAMP,
-            resumed_by VARCHAR
-        );
-        """,
-    ),
-    (
-        3,
-        "validations, backups, proposals",
-        """
-        CREATE TABLE validations (
-            fix_id VARCHAR NOT NULL,
-            opened_at TIMESTAMP NOT NULL,
-            judged_at TIMESTAMP NOT NULL,
-            verdict VARCHAR NOT NULL,
-            reason VARCHAR,
-            errors_after INTEGER,
-            measured JSON
-        );
-        CREATE TABLE backups (
-            id VARCHAR NOT NULL,
-            fix_id VARCHAR NOT NULL,
-            playbook_id VARCHAR NOT NULL,
-            created_at TIMESTAMP NOT NULL,
-            files JSON NOT NULL
-        );
-        CREATE VIEW proposals AS
-            SELECT p.id, p.playbook_id, p.group_key, p.started_at AS proposed_at, p.adjusted_confidence,
-                   p.threshold, p.reason, p.changes, a.id AS approved_fix_id, a.approved_by, a.status AS approved_status
-            FROM fixes p LEFT JOIN fixes a ON a.proposal_id = p.id
-            WHERE p.status = 'proposed';
-        """,
-    ),
-)
+__all__ = ["FAILURE", "FINAL", "MIGRATIONS", "RECENT_FIXES_SQL", "SUCCESS", "QueryResult", "Store", "TypeTally",
+           "ValidatedFix", "epoch", "ts"]
 
 
-def ts(epoch: float | None) -> datetime | None:
-    """Epoch seconds -> naive UTC datetime, as stored."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
-
-def epoch(value: datetime | None) -> float | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC).timestamp()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QueryResult:
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Any, ...], ...]
-
-    def dicts(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
-
-
-class Store:
-    """The one writer of the history file."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
-        self.con = con
-        self.path = path
+class Store(Reads):
+    """The one writer of the history file (and, through :class:`~.reads.Reads`, its named reads)."""
 
     @classmethod
-    def open(cls, path: Path, *, read_only: bool = False) -> Store:
+    def open(cls, path: Path, *, read_only: bool = False) -> Self:
         try:
             if not read_only:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -175,37 +73,11 @@ class Store:
     # -- schema --
 
     def version(self) -> int:
-        exists = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-        ).fetchone()
-        if not exists or not exists[0]:
-            return 0
-        row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        return int(row[0]) if row else 0
+        return schema_version(self.con)
 
     def migrate(self) -> list[int]:
         """Apply every migration newer than the file; return the versions applied."""
-        applied = []
-        try:
-            self.con.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, name VARCHAR, applied_at TIMESTAMP)"
-            )
-            current = self.version()
-            for version, name, sql in MIGRATIONS:
-                if version <= current:
-                    continue
-                self.con.execute("BEGIN")
-                self.con.execute(sql)
-                self.con.execute(
-                    "INSERT INTO schema_version VALUES (?, ?, ?)", [version, name, datetime.now(UTC).replace(tzinfo=None)]
-                )
-                self.con.execute("COMMIT")
-                applied.append(version)
-        except duckdb.Error as exc:
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute("ROLLBACK")
-            raise StoreError(f"migrating {self.path}: {exc}") from exc
-        return applied
+        return migrate(self.con, self.path)
 
     # -- writing a fix's life --
 
@@ -272,23 +144,12 @@ class Store:
         self._exec("INSERT INTO backups VALUES (?, ?, ?, ?, ?)",
                    [backup_id, fix_id, playbook_id, ts(created_at), json.dumps(files)])
 
-    # -- reading --
-
-    def fix(self, fix_id: str) -> dict[str, Any] | None:
-        result = self.query("SELECT * FROM fixes WHERE id = ?", [fix_id])
-        rows = result.dicts()
-        return rows[0] if rows else None
-
-    def steps(self, fix_id: str) -> list[dict[str, Any]]:
-        return self.query("SELECT step, happened_at, detail FROM fix_steps WHERE fix_id = ? ORDER BY seq", [fix_id]).dicts()
-
-    def unfinished(self) -> list[dict[str, Any]]:
-        return self.query("SELECT * FROM fixes WHERE finished_at IS NULL ORDER BY started_at").dicts()
+    # -- what learning and the gate read --
 
     def outcomes(self, playbook_id: str) -> Outcomes:
         row = self.con.execute(
-            f"""SELECT count(*) FILTER (WHERE status IN {_sql_list(SUCCESS)}),
-                       count(*) FILTER (WHERE status IN {_sql_list(FAILURE)})
+            f"""SELECT count(*) FILTER (WHERE status IN {sql_list(SUCCESS)}),
+                       count(*) FILTER (WHERE status IN {sql_list(FAILURE)})
                 FROM fixes WHERE playbook_id = ? AND decision = 'apply'""",
             [playbook_id],
         ).fetchone()
@@ -339,7 +200,7 @@ class Store:
     def failures_since(self, playbook_id: str, since: float) -> int:
         row = self.con.execute(
             f"""SELECT count(*) FROM fixes WHERE playbook_id = ? AND decision = 'apply'
-                AND status IN {_sql_list(FAILURE)} AND finished_at >= ?""",
+                AND status IN {sql_list(FAILURE)} AND finished_at >= ?""",
             [playbook_id, ts(since)],
         ).fetchone()
         return int(row[0]) if row else 0
@@ -367,7 +228,9 @@ class Store:
                    [ts(at), by, playbook_id])
         return True
 
-    def user_query(self, sql: str, *, max_rows: int, interrupt_after: Any = None) -> tuple[QueryResult, bool]:
+    def user_query(self, sql: str, *, max_rows: int,
+                   interrupt_after: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                   ) -> tuple[QueryResult, bool]:
         """A person's query: one SELECT, in a rolled-back transaction, at most ``max_rows`` rows.
 
         Returns the result and whether rows were cut. ``interrupt_after(cursor)`` lets the
@@ -394,21 +257,9 @@ class Store:
             cur.close()
         return QueryResult(columns=columns, rows=tuple(rows[:max_rows])), len(rows) > max_rows
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
-        try:
-            cur = self.con.execute(sql, list(params or []))
-            columns = tuple(d[0] for d in cur.description or ())
-            return QueryResult(columns=columns, rows=tuple(cur.fetchall()))
-        except duckdb.Error as exc:
-            raise StoreError(str(exc).splitlines()[0]) from exc
-
     def _exec(self, sql: str, params: Sequence[Any]) -> None:
         try:
             self.con.execute(sql, list(params))
         except duckdb.Error as exc:
             raise StoreError(f"writing the history: {exc}") from exc
 
-
-def _sql_list(values: Sequence[str]) -> str:
-    """A constant SQL list of our own status names (never user input)."""
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"

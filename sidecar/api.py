@@ -127,9 +127,7 @@ class Api:
 
     def status(self) -> dict[str, Any]:
         sc = self.sidecar
-        rows = self._core(lambda: ops._store(sc).query(
-            "SELECT status, count(*) FROM fixes GROUP BY status ORDER BY status").rows)
-        by_status = {status: int(n) for status, n in rows}
+        by_status: dict[str, int] = self._core(lambda: ops.store_of(sc).count_by_status())
         return {
             "autonomous_mode": True,
             "last_check": iso(sc.last_check),
@@ -159,15 +157,13 @@ class Api:
         return dict(self._core(lambda: ops.rollback(self.sidecar, backup_id, force=force, by=by)))
 
     def stats(self) -> dict[str, Any]:
-        rows = self._core(lambda: ops._store(self.sidecar).query(
-            """SELECT fix_types, count(*) AS n, count(*) FILTER (WHERE status = 'succeeded') AS ok
-               FROM fixes WHERE decision = 'apply' AND finished_at IS NOT NULL GROUP BY fix_types""").rows)
-        total = sum(int(n) for _, n, _ in rows)
-        ok = sum(int(s) for _, _, s in rows)
+        tallies = self._core(lambda: ops.store_of(self.sidecar).applied_by_type())
+        total = sum(t.total for t in tallies)
+        ok = sum(t.succeeded for t in tallies)
         return {
             "total_fixes": total,
             "success_rate": round(ok / total, 4) if total else None,
-            "by_type": {t or "none": {"total": int(n), "succeeded": int(s)} for t, n, s in rows},
+            "by_type": {t.fix_types or "none": {"total": t.total, "succeeded": t.succeeded} for t in tallies},
             "last_updated": iso(self.sidecar.clock()),
         }
 

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,59 +42,26 @@ class HistoryView:
 
     def dashboard_fixes(self, limit: int = 100, playbook: str | None = None, outcome: str | None = None,
                         days: int = 30) -> dict[str, Any]:
-        since = _ts(self.sidecar.clock() - days * 86400)
+        since = self.sidecar.clock() - days * 86400
 
         def query() -> dict[str, Any]:
-            store = ops._store(self.sidecar)
-            rows = store.query(
-                """SELECT f.id, f.playbook_id, f.group_key, f.status, f.decision, f.reason, f.mode, f.started_at,
-                          f.finished_at, f.base_confidence, f.adjusted_confidence, f.threshold, f.successes,
-                          f.failures, f.backup_id, f.errors_before, f.errors_after, f.fix_types, f.changes, f.detail,
-                          f.approved_by, f.proposal_id, v.verdict, v.reason AS validation_reason,
-                          epoch(f.finished_at) - epoch(f.started_at) AS seconds,
-                          EXISTS (SELECT 1 FROM fixes a WHERE a.proposal_id = f.id) AS approved
-                   FROM fixes f LEFT JOIN (SELECT fix_id, verdict, reason FROM validations
-                        QUALIFY row_number() OVER (PARTITION BY fix_id ORDER BY judged_at DESC) = 1) v
-                     ON v.fix_id = f.id
-                   WHERE f.started_at >= ? AND (? IS NULL OR f.playbook_id = ?)
-                     AND (? IS NULL OR f.status = ? OR (? = 'in_progress' AND f.finished_at IS NULL))
-                   ORDER BY f.started_at DESC LIMIT ?""",
-                [since, playbook, playbook, outcome, outcome, outcome, limit]).dicts()
-            names = store.query("SELECT DISTINCT playbook_id FROM fixes ORDER BY 1").rows
-            statuses = store.query("SELECT DISTINCT status FROM fixes ORDER BY 1").rows
-            return {"fixes": rows, "playbooks": [n for (n,) in names], "outcomes": [s for (s,) in statuses]}
+            store = ops.store_of(self.sidecar)
+            return {"fixes": store.timeline(since=since, playbook=playbook, outcome=outcome, limit=limit),
+                    "playbooks": store.playbook_ids(), "outcomes": store.statuses()}
 
         found: dict[str, Any] = self._core(query)
         for row in found["fixes"]:
-            row["changes"] = json.loads(row["changes"]) if row.get("changes") else []
             row["started_at"], row["finished_at"] = _iso(row["started_at"]), _iso(row["finished_at"])
         return found
 
     def dashboard_trends(self, days: int = 30) -> dict[str, Any]:
-        since = _ts(self.sidecar.clock() - days * 86400)
+        since = self.sidecar.clock() - days * 86400
 
         def query() -> dict[str, Any]:
-            store = ops._store(self.sidecar)
-            per_day = store.query(
-                """SELECT strftime(date_trunc('day', started_at), '%Y-%m-%d') AS day, status, count(*) AS fixes
-                   FROM fixes WHERE started_at >= ? GROUP BY ALL ORDER BY day, status""", [since]).dicts()
-            per_playbook = store.query(
-                """SELECT playbook_id, count(*) AS fixes, count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-                          round(avg((status = 'succeeded')::INT), 4) AS success_rate,
-                          round(avg(epoch(finished_at) - epoch(started_at)) FILTER (WHERE status = 'succeeded'), 1)
-                              AS mttr_s
-                   FROM fixes WHERE decision = 'apply' AND finished_at IS NOT NULL AND started_at >= ?
-                   GROUP BY playbook_id ORDER BY fixes DESC, playbook_id""", [since]).dicts()
-            recovery = store.query(
-                """SELECT playbook_id, started_at AS at, round(epoch(finished_at) - epoch(started_at), 1) AS seconds
-                   FROM fixes WHERE status = 'succeeded' AND started_at >= ? ORDER BY started_at LIMIT 2000""",
-                [since]).dicts()
-            confidence = store.query(
-                """SELECT playbook_id, started_at AS at, round(adjusted_confidence, 2) AS adjusted, threshold
-                   FROM fixes WHERE adjusted_confidence IS NOT NULL AND started_at >= ? ORDER BY started_at
-                   LIMIT 5000""", [since]).dicts()
-            return {"days": days, "per_day": per_day, "per_playbook": per_playbook, "recovery": recovery,
-                    "confidence": confidence}
+            store = ops.store_of(self.sidecar)
+            return {"days": days, "per_day": store.fixes_per_day(since=since),
+                    "per_playbook": store.success_by_playbook(since=since), "recovery": store.recoveries(since=since),
+                    "confidence": store.confidence_history(since=since)}
 
         found: dict[str, Any] = self._core(query)
         for row in itertools.chain(found["recovery"], found["confidence"]):
@@ -104,10 +71,7 @@ class HistoryView:
     def dashboard_playbooks(self) -> dict[str, Any]:
         def query() -> list[dict[str, Any]]:
             sc = self.sidecar
-            store = ops._store(sc)
-            last = {pb: (status, at) for pb, status, at in store.query(
-                """SELECT playbook_id, arg_max(status, started_at), max(started_at) FROM fixes
-                   GROUP BY playbook_id""").rows}
+            last = ops.store_of(sc).last_fix_by_playbook()
             out = []
             for pb in sorted(sc.playbooks.values(), key=lambda p: p.id):
                 numbers = ops.explain(sc, pb.id)
@@ -127,7 +91,7 @@ class HistoryView:
 
         def preview() -> dict[str, Any]:
             sc = self.sidecar
-            store = ops._store(sc)
+            store = ops.store_of(sc)
             assert sc.executor is not None
             try:
                 manifest = sc.executor.backups.load(backup_id)
@@ -156,7 +120,3 @@ class HistoryView:
 
 def _iso(value: float | datetime | None) -> str | None:
     return iso(value, milliseconds=True)
-
-
-def _ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)

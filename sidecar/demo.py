@@ -116,13 +116,7 @@ def _with_token(environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
 
 def _history(sidecar: Sidecar) -> QueryResult:
     assert sidecar.store is not None
-    return sidecar.store.query(
-        """SELECT playbook_id, status, round(base_confidence, 1) AS base,
-                  round(adjusted_confidence, 1) AS adjusted, threshold, backup_id,
-                  errors_before, errors_after,
-                  round(epoch(finished_at) - epoch(started_at), 1) AS seconds
-           FROM fixes ORDER BY started_at"""
-    )
+    return sidecar.store.fix_summaries()
 
 
 def run_demo(workdir: Path | None = None, keep: bool = False, wait: bool | None = None) -> int:

@@ -21,15 +21,12 @@ from suture.engine.backup import BackupStore
 from suture.engine.config import Config
 from suture.engine.errors import SutureError
 from suture.engine.executor import Executor
-from suture.engine.store import Store
+from suture.engine.store import RECENT_FIXES_SQL, Store
 
 from .client import Client
 from .commands import config_of
+from .operations import read_only_query
 from .tables import print_table
-
-DEFAULT_SQL = """SELECT id, playbook_id, status, decision, round(adjusted_confidence, 1) AS confidence,
-       backup_id, errors_before, errors_after, started_at, finished_at
-FROM fixes ORDER BY started_at DESC LIMIT 20"""
 
 
 def _jsonable(value: Any) -> Any:
@@ -71,13 +68,13 @@ def cmd_history(args: argparse.Namespace) -> int:
         return cmd_export(config, Path(args.export))
     client = Client(config)
     if client.running():  # the sidecar holds the file: ask it
-        answer = client.request("POST", "/api/sql", {"sql": args.sql or DEFAULT_SQL, "max_rows": args.max_rows})
+        answer = client.request("POST", "/api/sql", {"sql": args.sql or RECENT_FIXES_SQL, "max_rows": args.max_rows})
         columns, rows, truncated = tuple(answer["columns"]), [tuple(r) for r in answer["rows"]], answer["truncated"]
     else:
         store = _open_store(config)
         try:
-            result, truncated = store.user_query(args.sql or DEFAULT_SQL, max_rows=args.max_rows,
-                                                 interrupt_after=_interrupt_after(args.timeout))
+            result, truncated = read_only_query(store, args.sql or RECENT_FIXES_SQL, max_rows=args.max_rows,
+                                                timeout=args.timeout)
         finally:
             store.close()
         columns, rows = result.columns, [tuple(_jsonable(v) for v in r) for r in result.rows]
@@ -88,17 +85,6 @@ def cmd_history(args: argparse.Namespace) -> int:
     if truncated:
         print(f"(cut at {args.max_rows} rows; use --max-rows)", file=sys.stderr)
     return 0
-
-
-def _interrupt_after(seconds: float) -> Any:
-    import threading
-
-    def arm(cursor: Any) -> None:
-        timer = threading.Timer(seconds, cursor.interrupt)
-        timer.daemon = True
-        timer.start()
-
-    return arm
 
 
 def cmd_backups(args: argparse.Namespace) -> int:
@@ -151,8 +137,7 @@ def _running_client(config: Config, what: str) -> Client:
 
 
 def _changes(row: dict[str, Any]) -> str:
-    changes = row["changes"] if isinstance(row["changes"], list) else json.loads(row["changes"] or "[]")
-    return "; ".join(f"{c['file']} {c['target']}: {c['old']} -> {c['new']}" for c in changes)
+    return "; ".join(f"{c['file']} {c['target']}: {c['old']} -> {c['new']}" for c in row["changes"])
 
 
 def cmd_proposals(args: argparse.Namespace) -> int:
@@ -163,10 +148,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
     else:
         store = _open_store(config)
         try:
-            rows = store.query(
-                """SELECT * FROM fixes p WHERE status = 'proposed'
-                   AND NOT EXISTS (SELECT 1 FROM fixes a WHERE a.proposal_id = p.id) ORDER BY started_at DESC"""
-            ).dicts()
+            rows = store.pending_proposals()
         finally:
             store.close()
     if args.json:

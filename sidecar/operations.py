@@ -17,7 +17,7 @@ from suture.engine.backup import BACKUP_ID
 from suture.engine.decide import decide
 from suture.engine.errors import BackupError, Conflict, SutureError
 from suture.engine.executor import Outcome
-from suture.engine.store import Store, ts
+from suture.engine.store import QueryResult, Store, ts
 
 if TYPE_CHECKING:
     from .runtime import Sidecar
@@ -32,14 +32,14 @@ class OperationError(SutureError):
         self.status = status
 
 
-def _store(sc: Sidecar) -> Store:
+def store_of(sc: Sidecar) -> Store:
     if sc.store is None or sc.executor is None:
         raise OperationError(HTTPStatus.SERVICE_UNAVAILABLE, "the sidecar is not running")
     return sc.store
 
 
 def fix_detail(sc: Sidecar, fix_id: str) -> dict[str, Any]:
-    store = _store(sc)
+    store = store_of(sc)
     row = store.fix(fix_id)
     if row is None:
         raise OperationError(HTTPStatus.NOT_FOUND, f"no fix {fix_id}")
@@ -50,42 +50,24 @@ def fix_detail(sc: Sidecar, fix_id: str) -> dict[str, Any]:
 
 
 def list_fixes(sc: Sidecar, *, limit: int = 50, status: str | None = None, playbook: str | None = None) -> list[Any]:
-    where, params = [], []
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    if playbook:
-        where.append("playbook_id = ?")
-        params.append(playbook)
-    sql = "SELECT * FROM fixes" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = _store(sc).query(sql + " ORDER BY started_at DESC LIMIT ?", [*params, max(1, min(limit, 1000))]).dicts()
-    for row in rows:
-        row["changes"] = json.loads(row["changes"]) if row.get("changes") else []
-    return rows
+    return store_of(sc).recent_fixes(limit=max(1, min(limit, 1000)), status=status, playbook=playbook)
 
 
 def pending_proposals(sc: Sidecar) -> list[Any]:
     """Proposals nobody approved yet."""
-    rows = _store(sc).query(
-        """SELECT p.* FROM fixes p WHERE p.status = 'proposed'
-           AND NOT EXISTS (SELECT 1 FROM fixes a WHERE a.proposal_id = p.id)
-           ORDER BY p.started_at DESC LIMIT 200"""
-    ).dicts()
-    for row in rows:
-        row["changes"] = json.loads(row["changes"]) if row.get("changes") else []
-    return rows
+    return store_of(sc).pending_proposals(limit=200)
 
 
 def approve(sc: Sidecar, fix_id: str, by: str) -> dict[str, Any]:
     """Apply a proposal through the same backup / validate / rollback path; recorded with who approved."""
-    store = _store(sc)
+    store = store_of(sc)
     now = sc.clock()
     row = store.fix(fix_id)
     if row is None:
         raise OperationError(HTTPStatus.NOT_FOUND, f"no fix {fix_id}")
     if row["status"] != "proposed":
         raise OperationError(HTTPStatus.CONFLICT, f"{fix_id} is {row['status']}, not a proposal")
-    if store.query("SELECT 1 FROM fixes WHERE proposal_id = ?", [fix_id]).rows:
+    if store.was_approved(fix_id):
         raise OperationError(HTTPStatus.CONFLICT, f"{fix_id} was approved already")
     pb = sc.playbooks.get(row["playbook_id"])
     if pb is None:
@@ -108,7 +90,7 @@ def approve(sc: Sidecar, fix_id: str, by: str) -> dict[str, Any]:
 
 
 def suspend(sc: Sidecar, playbook_id: str, by: str, reason: str = "") -> dict[str, Any]:
-    store = _store(sc)
+    store = store_of(sc)
     if playbook_id not in sc.playbooks:
         raise OperationError(HTTPStatus.NOT_FOUND, f"no playbook {playbook_id}")
     done = store.suspend(playbook_id, sc.clock(), reason or f"suspended by {by}")
@@ -118,7 +100,7 @@ def suspend(sc: Sidecar, playbook_id: str, by: str, reason: str = "") -> dict[st
 
 
 def resume(sc: Sidecar, playbook_id: str, by: str) -> dict[str, Any]:
-    done = _store(sc).resume(playbook_id, sc.clock(), by=by)
+    done = store_of(sc).resume(playbook_id, sc.clock(), by=by)
     if done:
         sc.emit("resumed", f"{playbook_id}: resumed by {by}", playbook_id=playbook_id)
     return {"playbook_id": playbook_id, "suspended": False, "changed": done}
@@ -128,7 +110,7 @@ def rollback(sc: Sidecar, backup_id: str, *, force: bool = False, by: str = "api
     """Restore a backup; a fix still in its validation window ends ``rolled_back`` by ``by`` (never a success later)."""
     if not BACKUP_ID.match(backup_id):
         raise OperationError(HTTPStatus.NOT_FOUND, f"no backup {backup_id} (ids look like b-YYYYMMDDTHHMMSSZ-hex)")
-    _store(sc)
+    store_of(sc)
     try:
         restored, outcome = sc.rollback_by_person(backup_id, force=force, by=by)
     except Conflict as exc:
@@ -143,7 +125,7 @@ def rollback(sc: Sidecar, backup_id: str, *, force: bool = False, by: str = "api
 
 def explain(sc: Sidecar, playbook_id: str, key: str = "") -> dict[str, Any]:
     """The numbers behind the decision the playbook would take now."""
-    store = _store(sc)
+    store = store_of(sc)
     pb = sc.playbooks.get(playbook_id)
     if pb is None:
         raise OperationError(HTTPStatus.NOT_FOUND, f"no playbook {playbook_id}")
@@ -172,7 +154,16 @@ def explain(sc: Sidecar, playbook_id: str, key: str = "") -> dict[str, Any]:
 
 def user_sql(sc: Sidecar, sql: str, *, max_rows: int = MAX_ROWS, timeout: float = QUERY_TIMEOUT) -> dict[str, Any]:
     """A read-only query of the history (runs on its own cursor, off the core, with a time limit)."""
-    store = _store(sc)
+    result, truncated = read_only_query(store_of(sc), sql, max_rows=max(1, min(max_rows, MAX_ROWS)), timeout=timeout)
+    return {"columns": list(result.columns), "rows": [list(r) for r in result.rows], "truncated": truncated,
+            "row_count": len(result.rows)}
+
+
+def read_only_query(store: Store, sql: str, *, max_rows: int, timeout: float) -> tuple[QueryResult, bool]:
+    """A person's query (:meth:`Store.user_query`: one read, rolled back), stopped after ``timeout`` seconds.
+
+    The timer is ours, not the engine's (the engine never waits): it interrupts the query's cursor.
+    """
     timers: list[threading.Timer] = []
 
     def arm(cursor: Any) -> None:
@@ -182,12 +173,10 @@ def user_sql(sc: Sidecar, sql: str, *, max_rows: int = MAX_ROWS, timeout: float 
         timers.append(timer)
 
     try:
-        result, truncated = store.user_query(sql, max_rows=max(1, min(max_rows, MAX_ROWS)), interrupt_after=arm)
+        return store.user_query(sql, max_rows=max_rows, interrupt_after=arm)
     finally:
         for timer in timers:
             timer.cancel()
-    return {"columns": list(result.columns), "rows": [list(r) for r in result.rows], "truncated": truncated,
-            "row_count": len(result.rows)}
 
 
 def parquet(sc: Sidecar, table: str) -> bytes:
@@ -201,5 +190,5 @@ def parquet(sc: Sidecar, table: str) -> bytes:
     if not table.endswith(".parquet") or name not in TABLES:
         raise OperationError(HTTPStatus.NOT_FOUND, f"no table {table} (tables: {', '.join(t + '.parquet' for t in TABLES)})")
     with tempfile.TemporaryDirectory(prefix="suture-export-") as tmp:
-        export_history(_store(sc), Path(tmp), "export")
+        export_history(store_of(sc), Path(tmp), "export")
         return (Path(tmp) / "export" / table).read_bytes()
