@@ -27,7 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from suture.sidecar.sources.files import Checkpoints, FileSource
+from suture.sidecar.sources.checkpoints import Checkpoints
+from suture.sidecar.sources.files import FileSource
 
 SOURCE = "app"
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from suture.sidecar.sources.files import Checkpoints, FileSource, Resume
+from suture.sidecar.sources.checkpoints import Checkpoints, Resume
+from suture.sidecar.sources.files import FileSource
 
 
 class Clock:

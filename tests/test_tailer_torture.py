@@ -56,7 +56,8 @@ from typing import Any
 
 import pytest
 from suture.sidecar.sources.base import Line
-from suture.sidecar.sources.files import Checkpoints, FileSource
+from suture.sidecar.sources.checkpoints import Checkpoints
+from suture.sidecar.sources.files import FileSource
 
 BASE_SEED = int(os.environ.get("TAILER_TORTURE_SEED", "20261125"))
 SEQUENCES = int(os.environ.get("TAILER_TORTURE_SEQUENCES", "200"))
@@ -632,7 +633,7 @@ def run_sequence(root: Path, seed: int) -> None:
 @pytest.fixture
 def quiet() -> Iterator[None]:
     """The tailer logs every rotation and truncation; thousands of them are noise here."""
-    logger = logging.getLogger("suture.sidecar.sources.files")
+    logger = logging.getLogger("suture.sidecar.sources")  # files, followed, checkpoints
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     yield

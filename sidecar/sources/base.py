@@ -53,6 +53,18 @@ class MetricSample:
     at: float
 
 
+def utf8_cut(raw: bytes) -> bytes:
+    """``raw`` without a multi-byte character cut in half at its end (a line cut at its cap)."""
+    for back in range(1, min(4, len(raw)) + 1):
+        b = raw[-back]
+        if b < 0x80:
+            return raw
+        if b >= 0xC0:  # a lead byte: keep its sequence only if complete
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return raw if back >= need else raw[:-back]
+    return raw
+
+
 T = TypeVar("T")
 
 

@@ -22,7 +22,8 @@ from suture.engine.playbook import LogCondition, Where
 from suture.sidecar.matching import PatternSet
 from suture.sidecar.signals import SignalBoard
 from suture.sidecar.sources.base import Block
-from suture.sidecar.sources.files import Checkpoints, FileSource
+from suture.sidecar.sources.checkpoints import Checkpoints
+from suture.sidecar.sources.files import FileSource
 
 from . import replay
 
