@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from suture.engine.confine import CHILD_PATH
 from suture.engine.store import FINAL
+from suture.sidecar.observations import Command
 
 from .conftest import Running, dedent, write_config
 
@@ -177,7 +178,7 @@ def test_the_core_survives_an_item_that_raises_and_counts_it(world, running):
     """Whatever a queued item raises ends that item only: the core goes on, /metrics counts it, fixes still heal."""
     config, _target, log = world
     r = running(config)
-    assert r.sidecar._put(lambda: 1 / 0)
+    assert r.sidecar._put(Command(lambda: 1 / 0))
     r.wait_for(lambda e: e.kind == "error" and "ZeroDivisionError" in e.message, timeout=5)
     assert r.sidecar.core_errors == 1 and r.thread.is_alive()
     assert b"suture_core_errors_total 1.0" in r.sidecar.telemetry.render()
@@ -198,8 +199,8 @@ def test_a_loop_that_raises_is_restarted_not_the_sidecar_stopped(world, running)
         if len(calls) < 3:
             raise Injected(f"loop failure {len(calls)}")
 
-    r.sidecar._spawn("flaky", flaky)
+    r.sidecar.world.spawn("flaky", flaky)
     r.wait_for(lambda e: e.kind == "error" and "loop failure 2" in e.message, timeout=10)
-    r.sidecar._threads[-1].join(10)
+    r.sidecar.world.threads[-1].join(10)
     assert (len(calls), r.sidecar.thread_restarts, r.sidecar.stop.is_set()) == (3, 2, False)
     assert b"suture_thread_restarts_total 2.0" in r.sidecar.telemetry.render()

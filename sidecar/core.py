@@ -1,0 +1,347 @@
+"""The core: observations in, events and decisions out. No threads, no sleeps; the clock is given.
+
+    observation ──► signals (SignalBoard) ──► rules (durable_rules) ──► decide ──► Fixes ──► executor
+         │                                                                  │          │
+         └──────► validation windows (Judge) ◄──────────────────────────────┘   effects: yielded, to a port
+
+``suture run`` (:mod:`.runtime`) feeds it from threads, one observation at a time, and gives it
+a worker pool for effects; ``suture replay`` (:mod:`.replay`) feeds it lines from files with
+their own times, a dry-run executor and no worker. There is no other copy of this path: what a
+replay decides on a recorded stream is what the live sidecar decides on it (tests/test_core.py).
+
+An observation that raises ends that observation, never the core (SAFETY 13): the error is
+logged with its traceback, counted and emitted; fixes end themselves (the executor turns any
+error into a final state).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from suture.engine.config import Config
+from suture.engine.decide import Decision, Outcomes, decide
+from suture.engine.errors import SutureError
+from suture.engine.executor import Executor, FixRun, Outcome
+from suture.engine.loader import PlaybookSet
+from suture.engine.playbook import ContainerCondition, Leaf, Playbook, leaves
+from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
+
+from .core_view import core_snapshot
+from .events import Event, clean
+from .fixes import EffectPort, Fixes
+from .history import History
+from .observations import Command, Containers, EffectDone, Lines, Metrics, Observation, Playbooks, ProbeResult, Tick
+from .signals import MatcherCache, SignalBoard, Transition
+from .snapshot import Snapshot
+from .sources.base import Block
+from .sources.containers import metric_containers
+
+log = logging.getLogger("suture")
+
+
+class Meter:
+    """What the core counts as it goes (the sidecar's Prometheus registry; nothing by default)."""
+
+    def detection(self, seconds: float) -> None: ...
+    def confidence(self, playbook_id: str, value: float) -> None: ...
+    def fix(self, playbook_id: str, status: str) -> None: ...
+    def fix_duration(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decided:
+    """One firing of a playbook: what matched, what was decided, and what became of it."""
+
+    at: float
+    playbook: Playbook
+    match: Match
+    decision: Decision
+    errors_before: int  # matching lines in the matched windows at that moment
+    detected: tuple[Leaf, ...]  # the `when` conditions whose facts matched
+    result: FixRun | Outcome | str | None  # str: the fix id of a fix whose effects are running; None: skip/deferred
+    deferred: bool = False
+
+
+class Core:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        executor: Executor,
+        history: History,
+        clock: Callable[[], float],
+        emit: Callable[[Event], None] = lambda event: None,
+        port: EffectPort | None = None,
+        meter: Meter | None = None,
+        decisions: Callable[[Decided], None] | None = None,
+        assumed: Sequence[Fact] = (),
+        matchers: MatcherCache | None = None,
+        hooks: Mapping[str, Callable[..., None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.executor = executor
+        self.history = history
+        self.clock = clock
+        self._sink = emit
+        self.meter = meter or Meter()
+        self._decisions = decisions
+        self.assumed = tuple(assumed)  # facts held from the start (replay --assume hold)
+        self.hooks = dict(hooks or {})
+        self.matchers = matchers or MatcherCache()
+        self.board = SignalBoard([], matchers=self.matchers)
+        self.rules = Rules()
+        self.playbooks: dict[str, Playbook] = {}
+        self.playbook_set: PlaybookSet | None = None
+        self.probe_results: dict[str, ProbeResult] = {}
+        self.deferred: list[tuple[str, Match]] = []  # fixes waiting for another fix of the same file
+        self.watched_containers: frozenset[str] = frozenset()
+        self.metric_containers: frozenset[str] = frozenset()
+        self.started_at = self.loaded_at = self.last_check = 0.0
+        self.reloads = self.reload_errors = self.core_errors = 0
+        self._trigger_at: float | None = None  # read time of the line being processed
+        self.fixes = Fixes(executor, port=port, clock=clock, started=self._validating, ended=self._report,
+                           hook=self._hook)
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            Lines: self._lines, ProbeResult: self._probe, Metrics: self._metrics, Containers: self._containers,
+            Playbooks: self.install, EffectDone: self.fixes.effect_done, Tick: lambda t: self.tick(t.at),
+            Command: lambda c: c.run(),
+        }
+
+    # -- in --
+
+    def observe(self, observation: Observation) -> Any:
+        """Take one observation (a Command's value is returned)."""
+        try:
+            return self._handlers[type(observation)](observation)
+        except Exception as exc:
+            self.core_errors += 1
+            what = type(observation).__name__
+            log.exception("core         error while handling %s; carrying on", what)
+            self.emit("error", f"internal error while handling {what}: {type(exc).__name__}: {exc}")
+            return None
+
+    def install(self, new: Playbooks) -> None:
+        """Swap in a playbook set: a new signal board and rules generation, signals carried over.
+
+        Fixes in progress keep the playbook they started with; windows of conditions that still
+        exist keep their history; a playbook whose diagnosis already holds fires.
+        """
+        now = self.clock()
+        result, change = new.result, new.change
+        board = SignalBoard(result.playbooks, previous=self.board, matchers=self.matchers)
+        board.start(now)
+        try:
+            matches = self.rules.load(result.playbooks, facts=[*board.holding(), *self.assumed])
+        except SutureError as exc:
+            self.reload_errors += 1
+            self.emit("reload_failed", f"playbooks not swapped in: {exc}")
+            return
+        self.board = board
+        expected = {leaf.name for pb in result.playbooks for item in pb.validate.expect for leaf in leaves(item)
+                    if isinstance(leaf, ContainerCondition)}  # judged during a fix
+        self.watched_containers = frozenset(board.containers() | expected)
+        self.metric_containers = metric_containers(result.playbooks)
+        self.playbook_set = result
+        self.playbooks = {pb.id: pb for pb in result.playbooks}
+        self.loaded_at = now
+        for problem in result.problems:
+            log.error("%s", problem.render())
+        summary = f"{len(self.playbooks)} playbook(s), version {result.version}"
+        if change is not None:
+            self.reloads += 1
+            if change.kept or change.failed:
+                self.reload_errors += 1
+            self.emit("reloaded", f"{summary}: {change.describe()}", version=result.version,
+                      added=change.added, updated=change.updated, removed=change.removed,
+                      kept=change.kept, failed=change.failed, problems=len(result.problems))
+        else:
+            self.emit("loaded", summary + (f", {len(result.problems)} problem(s)" if result.problems else ""),
+                      version=result.version, playbooks=sorted(self.playbooks))
+        self._matched(matches, now)
+
+    def _lines(self, batch: Lines) -> None:
+        for line in batch.lines:
+            if isinstance(line, Block):  # many ordinary lines at once: only the ones that match cost Python work
+                results = self.board.block(line.source, line.data, line.at)
+                self._judge(lambda judge: judge.observed(line.source, line.lines, line.at))  # noqa: B023
+                for _text, transitions, matched in results:
+                    self._judge(lambda judge: judge.matched(line.source, matched, line.at))  # noqa: B023
+                    self._apply(transitions, line.at)
+            else:
+                transitions, hits = self.board.line(line.source, line.text, line.at)
+                self._judge(lambda judge: judge.line(line.source, hits, line.at))  # noqa: B023
+                self._apply(transitions, line.at)
+
+    def _probe(self, result: ProbeResult) -> None:
+        self.probe_results[result.name] = result
+        self.last_check = result.at
+        self._judge(lambda judge: judge.probe(result.name, result.healthy, result.latency_ms, result.at))
+        self._apply(self.board.probe(result.name, result.healthy, result.latency_ms, result.at))
+
+    def _metrics(self, batch: Metrics) -> None:
+        for s in batch.samples:
+            self._judge(lambda judge: judge.metric(s.name, s.value, s.at))  # noqa: B023 (called at once)
+            self._apply(self.board.metric(s.name, s.value, s.at))
+
+    def _containers(self, batch: Containers) -> None:
+        for st in batch.states:
+            self._judge(lambda judge: judge.container(st.name, st.state, st.restarted, st.at))  # noqa: B023
+            self._apply(self.board.container(st.name, st.state, st.at, restarted=st.restarted))
+
+    def tick(self, now: float) -> None:
+        self._apply(self.board.tick(now))
+        self._judge(lambda judge: judge.verdict(now), now)
+
+    # -- signals -> rules -> decisions --
+
+    def _apply(self, transitions: list[Transition], trigger_at: float | None = None) -> None:
+        self._trigger_at = trigger_at
+        try:
+            for t in transitions:
+                found = self.rules.assert_fact(t.fact) if t.holds else self.rules.retract_fact(t.fact)
+                if found:
+                    self._matched(found, self.clock())
+        finally:
+            self._trigger_at = None
+
+    def _judge(self, ask: Callable[[Any], Any], now: float | None = None) -> None:
+        if self.fixes.runs:
+            self.fixes.judge(ask, now)
+
+    def _matched(self, matches: list[Match], now: float) -> None:
+        for match in matches:
+            pb = self.playbooks.get(match.playbook_id)
+            if pb is None:
+                continue
+            try:
+                self._fire(pb, match, now)
+            except SutureError as exc:
+                self.emit("error", f"{pb.id}: {exc}", playbook_id=pb.id)
+            except Exception as exc:  # one playbook's failure never keeps the others from firing
+                self.core_errors += 1
+                log.exception("%s: firing failed", pb.id)
+                self.emit("error", f"{pb.id}: internal error: {type(exc).__name__}: {exc}", playbook_id=pb.id)
+
+    def _fire(self, pb: Playbook, match: Match, now: float) -> None:
+        errors_before = sum(self.board.count(signal, key, now)
+                            for signal, _, key in (f.partition("|") for f in match.facts) if signal.startswith("log-"))
+        detected = tuple(leaf for leaf in leaves(pb.when) if any(f.startswith(leaf.signal + "|") for f in match.facts))
+        key = f" [{match.key}]" if match.key else ""
+        self.emit("detected", f"{pb.id}{key}: " + "; ".join(leaf.describe() for leaf in detected),
+                  playbook_id=pb.id, key=match.key, errors=errors_before)
+        decision = decide(pb, key=match.key, labels=match.labels, outcomes=self.history.outcomes(pb.id),
+                          gate=self.history.gate(pb.id, match.key, now), threshold=self.config.threshold,
+                          learning=self.config.learning, fixes_per_hour=self.config.fixes_per_hour, now=now)
+        if self._trigger_at is not None:
+            self.meter.detection(max(0.0, self.clock() - self._trigger_at))
+        decided = Decided(at=now, playbook=pb, match=match, decision=decision, errors_before=errors_before,
+                          detected=detected, result=None)
+        if decision.verdict == "skip":
+            log.info("skip         %s%s: %s", pb.id, key, decision.reason)
+            self._tell(decided)
+            return
+        self.meter.confidence(pb.id, decision.adjusted_confidence)
+        busy = self.fixes.busy_with(pb) if decision.verdict == "apply" else None
+        if busy is not None:  # fixes touching the same file run one after the other
+            self.deferred.append((pb.id, match))
+            self.emit("deferred", f"{pb.id}{key}: waits for {busy[0]}, which is changing {', '.join(sorted(busy[1]))}",
+                      playbook_id=pb.id, waits_for=busy[0])
+            self._tell(replace(decided, deferred=True))
+            return
+        self.emit(
+            "decided",
+            f"{pb.id}{key}: base confidence {pb.confidence:g}, {decision.successes} success(es) / "
+            f"{decision.failures} failure(s) -> adjusted {decision.adjusted_confidence:.1f} vs threshold "
+            f"{decision.threshold:g}: {decision.verdict.upper()} ({decision.reason})",
+            playbook_id=pb.id, verdict=decision.verdict, adjusted=decision.adjusted_confidence,
+        )
+        result = self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before)
+        self.history.decided(pb.id, match.key, decision, now)
+        self._tell(replace(decided, result=result))
+
+    def _tell(self, decided: Decided) -> None:
+        if self._decisions is not None:
+            self._decisions(decided)
+
+    def start_fix(self, pb: Playbook, decision: Decision, now: float, **record: Any) -> FixRun | Outcome | str:
+        """Hand a decision to the executor (an Outcome; a FixRun in its window; a fix id while effects run)."""
+        return self.fixes.start(pb, decision, now, **record)
+
+    def outcomes(self, playbook_id: str) -> Outcomes:
+        return self.history.outcomes(playbook_id)
+
+    def _validating(self, run: FixRun) -> None:
+        if run.manifest is not None:
+            self.emit("backed_up", f"{run.fix_id}: backup {run.manifest.id} ({len(run.manifest.files)} file(s), "
+                      "sha256 recorded)", fix_id=run.fix_id, backup_id=run.manifest.id)
+        for change in run.plan.changes:
+            self.emit("applied", f"{run.fix_id}: {change.file} {change.target}: {change.old} -> {change.new}",
+                      fix_id=run.fix_id, file=change.file, old=change.old, new=change.new)
+        for action in run.plan.effects:
+            self.emit("applied", f"{run.fix_id}: {action.describe()}", fix_id=run.fix_id)
+        v = run.playbook.validate
+        self.emit("validating", f"{run.fix_id}: watching for {v.window:g}s (settle {v.settle:g}s)",
+                  fix_id=run.fix_id, window=v.window)
+
+    def _report(self, outcome: Outcome, started_at: float | None = None, settled: bool = True) -> None:
+        self.meter.fix(outcome.playbook_id, outcome.status)
+        if started_at is not None:
+            self.meter.fix_duration(max(0.0, self.clock() - started_at))
+        self.emit(outcome.status, f"{outcome.fix_id} ({outcome.playbook_id}): {outcome.detail}",
+                  fix_id=outcome.fix_id, playbook_id=outcome.playbook_id, status=outcome.status,
+                  backup_id=outcome.backup_id)
+        if outcome.suspended:
+            self.emit("suspended", f"{outcome.playbook_id}: suspended after too many failed attempts; "
+                      f"`suture resume {outcome.playbook_id}` lets it act again", playbook_id=outcome.playbook_id)
+        if settled:  # a fix that was applying or validating ended: the fixes waiting for its files may go
+            self._retry_deferred(self.clock())
+
+    def _retry_deferred(self, now: float) -> None:
+        """Fire again the fixes that waited for a file, if their diagnosis still holds."""
+        waiting, self.deferred = self.deferred, []
+        held = {f.id for f in self.rules.facts()} | {Fact(signal=READY_SIGNAL).id}
+        for pb_id, match in waiting:
+            pb = self.playbooks.get(pb_id)
+            if pb is not None and set(match.facts) <= held:
+                self._fire(pb, match, now)
+
+    def rollback_by_person(self, backup_id: str, *, force: bool, by: str) -> tuple[list[str], Outcome | None]:
+        """A person restores a backup; a fix still validating it ends here, rolled back by ``by``.
+
+        Its on_rollback runs inline: a person's rollback answers with its outcome (the one wait on the core).
+        """
+        now = self.clock()
+        run = self.fixes.run_of_backup(backup_id)
+        result, outcome = self.executor.rollback_backup(backup_id, now, force=force, by=by,
+                                                        playbook=run.playbook if run else None)
+        if run is not None and outcome is not None:
+            self.fixes.runs.remove(run)
+        if outcome is not None:
+            self._report(outcome)
+        return list(result.restored), outcome
+
+    # -- out --
+
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        event = Event(kind=kind, at=self.clock(), message=clean(message), data=data)
+        try:
+            self._sink(event)
+        except Exception:  # whoever listens must never stop the core
+            log.exception("event sink failed")
+
+    def snapshot(self) -> Snapshot:
+        """The public view of the core now (call it on the core's thread)."""
+        return core_snapshot(self)
+
+    def _hook(self, name: str, *args: Any) -> None:
+        hook = self.hooks.get(name)
+        if hook is not None:
+            hook(*args)
+
+    def shutdown(self) -> None:
+        self.fixes.shutdown(self.clock())
+        self.rules.close()
+
