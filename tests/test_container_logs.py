@@ -19,18 +19,10 @@ from docker.models.containers import Container
 from suture.engine.config import load_config
 from suture.engine.confine import CHILD_PATH
 from suture.sidecar.sources.base import Line
-from suture.sidecar.sources.container_logs import (
-    KEEP_DIGESTS,
-    NS,
-    WATCH,
-    ContainerLogSource,
-    LogPositions,
-    Position,
-    _Parser,
-    _Resume,
-    engine_time,
-)
+from suture.sidecar.sources.container_logs import WATCH, ContainerLogSource
 from suture.sidecar.sources.containers import connect
+from suture.sidecar.sources.log_positions import KEEP_DIGESTS, LogPositions, Position, SeenBefore
+from suture.sidecar.sources.log_records import NS, RecordParser, engine_time
 
 from .conftest import dedent, write_config
 from .containers import SERVE, MakeContainer
@@ -407,7 +399,7 @@ def test_engine_timestamps_are_read_to_the_nanosecond(record: bytes, ns: int | N
 
 def test_records_without_a_newline_are_glued_to_the_next() -> None:
     """A line sent in pieces (long lines, or two writes) is one Line with its first piece's time."""
-    parser = _Parser(tty=False, cap=100)
+    parser = RecordParser(tty=False, cap=100)
     assert parser.feed(T + b"ab") == []
     (entry,) = parser.feed(b"2026-11-26T04:02:57Z cd\n")
     assert (entry.text, entry.ns, entry.partial) == ("abcd", 1795665775 * NS, False)
@@ -415,14 +407,14 @@ def test_records_without_a_newline_are_glued_to_the_next() -> None:
 
 def test_a_tty_stream_is_split_at_newlines() -> None:
     """A TTY container's unframed stream, a character at a time, with \\r\\n endings."""
-    parser = _Parser(tty=True, cap=100)
+    parser = RecordParser(tty=True, cap=100)
     entries = [e for ch in (T + b"one\r\n" + T + b"two\r\n") for e in parser.feed(bytes([ch]))]
     assert [e.text for e in entries] == ["one", "two"]
 
 
 def test_a_cut_line_does_not_end_in_half_a_character() -> None:
     """The cap falls inside a multi-byte character: the character is left out, the line flagged."""
-    parser = _Parser(tty=False, cap=5)
+    parser = RecordParser(tty=False, cap=5)
     (entry,) = parser.feed(T + "abcdé…\n".encode())
     assert (entry.text, entry.truncated) == ("abcd", True)
 
@@ -440,7 +432,7 @@ def test_resuming_skips_exactly_what_was_delivered(
     position: tuple[int, int], times: list[int], delivered: list[int]
 ) -> None:
     """Identical timestamps are told apart by how many of them were delivered."""
-    resume = _Resume(*position)
+    resume = SeenBefore(*position)
     assert [t for t in times if not resume.skip(t)] == delivered
 
 
@@ -449,7 +441,7 @@ def test_resuming_by_content_delivers_a_line_the_first_stream_skipped() -> None:
     p = Position(container="app", id="a", ns=0, count=0)
     for text in ("a", "c"):  # the first stream gave a and c, never b
         p = p.after("a", 10, text)
-    resume = _Resume(p.ns, p.count, p.lines)
+    resume = SeenBefore(p.ns, p.count, p.lines)
     again = [(9, "z"), (10, "a"), (10, "b"), (10, "c"), (10, "d"), (11, "e")]
     assert [t for ns, t in again if not resume.skip(ns, t)] == ["b", "d", "e"]
 
@@ -461,7 +453,7 @@ def test_resuming_after_many_lines_at_one_time_counts_first_then_matches() -> No
     for text in texts:
         p = p.after("a", 10, text)
     assert (p.count, len(p.lines)) == (KEEP_DIGESTS + 8, KEEP_DIGESTS)
-    resume = _Resume(p.ns, p.count, p.lines)
+    resume = SeenBefore(p.ns, p.count, p.lines)
     assert [t for t in [*texts, "new"] if not resume.skip(10, t)] == ["new"]
     assert Position.parse(json.loads(json.dumps(asdict(p)))) == p
 

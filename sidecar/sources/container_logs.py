@@ -23,34 +23,10 @@ away since the attach (Podman now and then misses an exit and keeps the stream
 open); the next attach reads again from the position, so nothing it held back
 is lost.
 
-Position (``state_dir/container-logs.json``, one entry per source, rewritten
-atomically after every batch): the container id, the engine timestamp (epoch
-ns) of the last line delivered, how many lines delivered carried exactly that
-timestamp, and the source's start mark. A re-attach to the same container asks
-``since`` one second before that timestamp and skips, in log order, every line
-until the ``count``-th line at that timestamp; the first line with a later
-timestamp ends the skipping in any case (the resume point was lost upstream,
-e.g. a rotated log), so the rule can repeat lines but never drops one. A
-different container id (re-created) skips nothing: all its lines are new. The
-first look of a source with no position decides where it starts, as files do:
-a container that exists starts at its end (the *mark*: our clock's time, asked
-as an exact ``since``, which the engine compares with its nanosecond times);
-one that does not exist yet is read from its beginning when it appears. While
-the last line delivered is in the same (Podman: whole) second as the mark, the
-lines of that second before the mark were never read, so they are not in the
-count: the re-attach then asks ``since`` the mark again, which gives back the
-same lines the count is about.
-
-Lines. Each log record is ``<RFC 3339 timestamp> <bytes>``; a record that does
-not end in a newline is a piece of a longer line and the next record continues
-it (its timestamp is dropped; the line keeps its first record's timestamp). A
-line longer than ``max_line_bytes`` keeps its first bytes (cut at a UTF-8
-boundary) and is flagged ``truncated``; the rest is dropped as it arrives.
-One trailing ``\\r`` is stripped (TTY containers end lines in ``\\r\\n``). An
-unfinished line is held until its newline; at the end of a stopped
-container's backlog it is delivered flagged ``partial`` (the end of a running
-container's stream is not trusted with it: it is read again). ``Line.at`` is our
-clock's time of reading, as for files; the engine's timestamp only positions.
+Positions, what a re-attach skips and why, are ``sidecar.sources.log_positions``;
+records into lines (timestamps, pieces of long lines, TTY streams) and the thread
+that reads a stream are ``sidecar.sources.log_records``. Docker SDK errors are
+described by :func:`.containers.describe_engine_error`.
 
 What Podman's compat API (4.3, measured here) does differently from Docker:
 
@@ -62,343 +38,41 @@ What Podman's compat API (4.3, measured here) does differently from Docker:
   margin covers that too.
 - Long lines come as 8 KiB records (Docker: 16 KiB), and a line written in two
   ``write`` calls (``printf a; sleep; echo b``) comes as two records, each with
-  its own timestamp, the newline only in the last: both are glued as above.
+  its own timestamp, the newline only in the last: both are glued into one line.
 - ``follow=1`` on a stopped container returns the backlog and ends, as Docker
   does; on a created, never started one it returns nothing and ends. A stop
   (hence a restart) ends the stream, as with Docker; a removal too.
 - Nothing here relies on ``tail``; zones other than ``Z`` (``+01:00``, a
   service running in a local zone) are parsed too, though only ``Z`` was seen.
-
-TTY containers (``tty: true``) give one unframed byte stream: records are
-split at newlines, so a piece of a line (no newline) followed by the next
-record leaves that record's engine timestamp inside the text. Docker SDK
-errors are described by :func:`.containers.describe_engine_error`.
 """
 
 from __future__ import annotations
 
-import codecs
-import contextlib
-import hashlib
-import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from suture.engine.backup import atomic_write
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .base import Line
 from .containers import ClientSource, client_errors, describe_engine_error, engine_errors, resolve_client, state_of
+from .log_positions import KEEP_DIGESTS, LogPositions, Position, SeenBefore
+from .log_records import END, NS, Entry, Pump, RecordParser
 
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
+__all__ = ["KEEP_DIGESTS", "NS", "ContainerLogSource", "LogPositions", "LogStats", "Position"]
+
 log = logging.getLogger(__name__)
 
-NS = 1_000_000_000
 RETRY = (0.5, 10.0)  # seconds: first wait after a failure or a stop, and the most the wait doubles to
 MAX_BATCH = 512  # lines handed to the core at once
-PUMP_CHUNKS = 256  # stream records buffered between the reading thread and the follower
 WATCH = 2.0  # seconds: a stream quiet this long has its container looked at (did the engine miss a stop?)
 QUICK_END = 1.0  # seconds: a stream of a running container that ends sooner, empty, is a failure (backoff)
-_TS = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
-_END = object()
-KEEP_DIGESTS = 32  # lines at the last timestamp a position recognises by content
-
-
-def digest(text: str) -> str:
-    """A line's short content digest, to recognise it when it is read again."""
-    return hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=5).hexdigest()
-
-
-def engine_time(text: bytes) -> tuple[int | None, bytes]:
-    """(epoch ns, rest) of a log record ``<RFC 3339> <text>``; (None, record) if it has no timestamp."""
-    m = _TS.match(text)
-    if m is None:
-        return None, text
-    zone = "+00:00" if m[3] == b"Z" else m[3].decode()
-    try:
-        seconds = int(datetime.fromisoformat(m[1].decode() + zone).timestamp())
-    except ValueError:
-        return None, text
-    return seconds * NS + int((m[2] or b"").ljust(9, b"0")), text[m.end() :]
-
-
-# --- positions ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Position:
-    """Where a container source stands."""
-
-    container: str  # the configured name; a position taken for another name is not used
-    id: str | None  # the container it was taken in; None: not seen yet (read it from its beginning)
-    ns: int  # engine time of the last line delivered (epoch ns); 0: none yet
-    count: int  # lines delivered carrying exactly ``ns``
-    mark: int = 0  # where a new source started (epoch ns, our clock); 0: at the container's beginning
-    lines: tuple[str, ...] = ()  # digests of the last (up to KEEP_DIGESTS) lines delivered at ``ns``, in order
-
-    def since(self) -> int | float | None:
-        """The ``since`` to ask for a re-attach.
-
-        A second before the last line's time (Podman's times are whole seconds, and its
-        ``since`` is strict), unless the source started inside that second: lines of it
-        before the mark were never read nor counted, so the mark itself, exactly, is asked.
-        """
-        if self.count == 0 or self.mark > self.ns:
-            return self.mark / NS if self.mark > 0 else None
-        return max(self.ns // NS - 1, 1)
-
-    def after(self, container_id: str, ns: int | None, text: str = "") -> Position:
-        """The position once a line ``text`` with engine time ``ns`` of ``container_id`` is delivered."""
-        if ns is None:
-            return self  # no timestamp: nothing to resume by (the engine always sends one with timestamps=1)
-        line = digest(text)
-        if container_id == self.id and ns == self.ns:
-            return replace(self, count=self.count + 1, lines=(*self.lines, line)[-KEEP_DIGESTS:])
-        mark = self.mark if container_id == self.id else 0  # a new container: all of it is new
-        return Position(container=self.container, id=container_id, ns=ns, count=1, mark=mark, lines=(line,))
-
-    @classmethod
-    def parse(cls, doc: Any) -> Position:
-        ok = (
-            isinstance(doc, dict)
-            and isinstance(doc.get("container"), str)
-            and (doc.get("id") is None or isinstance(doc.get("id"), str))
-            and all(type(doc.get(k, 0)) is int and doc.get(k, 0) >= 0 for k in ("ns", "count", "mark"))
-        )
-        lines: list[str] = doc.get("lines", []) if ok else []
-        ok = ok and isinstance(lines, list) and all(isinstance(x, str) and len(x) <= 16 for x in lines)
-        if not ok or "ns" not in doc or "count" not in doc or len(lines) > min(doc["count"], KEEP_DIGESTS):
-            raise ValueError(f"bad container log position {doc!r:.200}")
-        return cls(container=doc["container"], id=doc["id"], ns=doc["ns"], count=doc["count"],
-                   mark=doc.get("mark", 0), lines=tuple(lines))
-
-
-class LogPositions:
-    """Every container source's position, one JSON file written atomically; safe from several threads.
-
-    A corrupt file is renamed to ``<name>.corrupt`` and counted in ``corrupt``: its
-    sources start as if new (at the end of a container that exists).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.corrupt = 0
-        self._lock = threading.Lock()
-        self._items: dict[str, Position] = {}
-        if self.path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        try:
-            doc = json.loads(self.path.read_bytes())
-            items = {name: Position.parse(entry) for name, entry in doc["sources"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.corrupt += 1
-            log.error(
-                "container log positions %s unreadable (%s); kept as .corrupt, sources start afresh", self.path, exc
-            )
-            with contextlib.suppress(OSError):
-                self.path.replace(self.path.with_name(self.path.name + ".corrupt"))
-            return
-        self._items = items
-
-    def get(self, source: str) -> Position | None:
-        with self._lock:
-            return self._items.get(source)
-
-    def set(self, source: str, position: Position) -> None:
-        with self._lock:
-            self._items[source] = position
-
-    def save(self) -> None:
-        with self._lock:
-            doc = {"version": 1, "sources": {name: asdict(p) for name, p in sorted(self._items.items())}}
-            # durable=False: rewritten after every batch; the rename survives a kill, not a power cut
-            atomic_write(self.path, json.dumps(doc, indent=1).encode(), durable=False, trusted_folder=True)
-
-
-# --- records into lines -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    ns: int | None
-    text: str
-    truncated: bool
-    partial: bool
-
-
-class _Parser:
-    """Stream chunks into whole lines: frames (one record each) or, for TTY containers, bytes."""
-
-    def __init__(self, *, tty: bool, cap: int) -> None:
-        self.tty = tty
-        self.cap = cap
-        self._raw = bytearray()  # TTY: bytes not yet split into records
-        self._raw_start = True  # TTY: the next raw byte starts a record (a timestamp)
-        self._line = bytearray()
-        self._ns: int | None = None
-        self._open = False
-        self._truncated = False
-
-    def feed(self, chunk: bytes) -> list[_Entry]:
-        if not self.tty:
-            ns, data = engine_time(chunk)
-            return self._record(ns, data)
-        self._raw += chunk
-        out: list[_Entry] = []
-        while (cut := self._raw.find(b"\n")) >= 0:
-            piece = bytes(self._raw[: cut + 1])
-            del self._raw[: cut + 1]
-            out += self._raw_record(piece)
-            self._raw_start = True
-        if len(self._raw) > self.cap + 64:  # a long unfinished line: pass it on, keep nothing
-            piece = bytes(self._raw)
-            self._raw.clear()
-            out += self._raw_record(piece)
-            self._raw_start = False
-        return out
-
-    def end(self) -> list[_Entry]:
-        """The stream ended with the container: an unfinished line is delivered, flagged partial."""
-        out: list[_Entry] = []
-        if self._raw:
-            out += self._raw_record(bytes(self._raw))
-            self._raw.clear()
-        if self._open:
-            out.append(self._finish(partial=True))
-        return out
-
-    def _raw_record(self, piece: bytes) -> list[_Entry]:
-        ns, data = engine_time(piece) if self._raw_start else (None, piece)
-        return self._record(ns, data)
-
-    def _record(self, ns: int | None, data: bytes) -> list[_Entry]:
-        out: list[_Entry] = []
-        pieces = data.split(b"\n")
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            if last and not piece:
-                break
-            if not self._open:
-                self._ns, self._open = ns, True
-            room = self.cap - len(self._line)
-            if len(piece) > room:
-                self._line += piece[: max(room, 0)]
-                self._truncated = True
-            else:
-                self._line += piece
-            if not last:
-                out.append(self._finish(partial=False))
-        return out
-
-    def _finish(self, *, partial: bool) -> _Entry:
-        raw = bytes(self._line)
-        if not self._truncated and not partial and raw.endswith(b"\r"):
-            raw = raw[:-1]
-        # a cut line must not end in half a character: the incremental decoder holds it back
-        text = codecs.getincrementaldecoder("utf-8")("replace").decode(raw, final=not self._truncated)
-        entry = _Entry(self._ns, text, self._truncated, partial)
-        self._line.clear()
-        self._ns, self._open, self._truncated = None, False, False
-        return entry
-
-
-@dataclass(slots=True)
-class _Resume:
-    """Skips, in log order, what a position says was delivered: its ``count`` lines at ``ns``.
-
-    The lines at ``ns`` whose digests the position keeps are matched by content, in order
-    (what was delivered is a subsequence of what the engine gives again), so a line the
-    first stream skipped is delivered now instead of being counted as read; lines before
-    those, if more than KEEP_DIGESTS were delivered at ``ns``, are skipped by count.
-    """
-
-    ns: int
-    count: int
-    lines: tuple[str, ...] = ()
-    seen: int = 0  # lines at ns taken as read
-    done: bool = False
-
-    def skip(self, ns: int | None, text: str = "") -> bool:
-        if self.done:
-            return False
-        if ns is not None and ns > self.ns:
-            self.done = True  # past the resume point (lines at it were lost upstream): deliver from here
-            return False
-        if ns != self.ns:
-            return True  # before the resume point
-        by_count = self.count - len(self.lines)
-        if self.seen < by_count or digest(text) == self.lines[self.seen - by_count]:
-            self.seen += 1
-        else:
-            return False  # not what was delivered next: a line the earlier stream never gave
-        self.done = self.seen >= self.count
-        return True
-
-
-class _Pump:
-    """Reads a blocking log stream on its own thread into a bounded queue, so the follower can batch and stop.
-
-    The docker SDK reads log streams with no socket timeout; closing the stream from
-    the follower's thread is what ends a read that waits for a quiet container.
-    """
-
-    def __init__(self, stream: Any, name: str) -> None:
-        self.stream = stream
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=PUMP_CHUNKS)
-        self.error: BaseException | None = None
-        self._closed = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"suture-logpump-{name}", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        pending = bytearray()  # TTY streams come a character at a time (str): coalesced up to a newline
-        try:
-            for chunk in self.stream:
-                if isinstance(chunk, str):
-                    pending += chunk.encode()
-                    if not chunk.endswith("\n") and len(pending) < 4096:
-                        continue
-                    chunk, pending = bytes(pending), bytearray()
-                if not self._offer(chunk):
-                    return
-            if pending:
-                self._offer(bytes(pending))
-        except engine_errors() as exc:
-            if not self._closed.is_set():
-                self.error = exc
-        finally:
-            self._offer(_END)
-
-    def _offer(self, item: Any) -> bool:
-        """Queue ``item``, waiting while the follower is behind (backpressure); False once closed."""
-        while not self._closed.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def close(self) -> None:
-        self._closed.set()
-        with contextlib.suppress(Exception):  # the SDK's close digs for the socket; a finished response has none
-            self.stream.close()
-        self.thread.join(timeout=2.0)
-        # the SDK shuts the socket down but leaves the HTTP response (and its socket object) open
-        with contextlib.suppress(Exception):
-            self.stream._response.close()
 
 
 # --- the follower -------------------------------------------------------------------------
@@ -558,7 +232,7 @@ class ContainerLogSource:
         """Read one log stream to its end (or ``stop``); True if it was read without an engine error."""
         position = self._handed
         assert position is not None
-        resume = (_Resume(position.ns, position.count, position.lines)
+        resume = (SeenBefore(position.ns, position.count, position.lines)
                   if position.id == target.id and position.count else None)
         try:
             stream = target.container.logs(
@@ -575,8 +249,8 @@ class ContainerLogSource:
         # container created but not yet started goes on once it starts)
         detail = "attached" if target.running else "attached while not running: reading its last lines"
         self._set("following", detail, container_id=target.id)
-        pump = _Pump(stream, self.name)
-        parser = _Parser(tty=target.tty, cap=self.max_line_bytes)
+        pump = Pump(stream, self.name)
+        parser = RecordParser(tty=target.tty, cap=self.max_line_bytes)
         try:
             yield from self._drain(pump, parser, resume, target, stop)
         finally:
@@ -586,7 +260,7 @@ class ContainerLogSource:
         return pump.error is None
 
     def _drain(
-        self, pump: _Pump, parser: _Parser, resume: _Resume | None, target: _Target, stop: threading.Event
+        self, pump: Pump, parser: RecordParser, resume: SeenBefore | None, target: _Target, stop: threading.Event
     ) -> Iterator[list[Line]]:
         ended = False
         quiet_since = time.monotonic()
@@ -603,9 +277,9 @@ class ContainerLogSource:
                         return
                 continue
             quiet_since = time.monotonic()
-            entries: list[_Entry] = []
+            entries: list[Entry] = []
             while True:
-                if chunk is _END:
+                if chunk is END:
                     log.debug("container logs %s: stream ended (error=%r)", self.name, pump.error)
                     ended = True
                     # An unfinished line is final only at the end of a stopped container's backlog. A running
@@ -652,7 +326,7 @@ class ContainerLogSource:
                      "again from the last position", self.name, self.container)
         return moved
 
-    def _lines(self, entries: list[_Entry], resume: _Resume | None, container_id: str) -> list[Line]:
+    def _lines(self, entries: list[Entry], resume: SeenBefore | None, container_id: str) -> list[Line]:
         now = self.clock()
         position = self._handed
         assert position is not None
