@@ -113,30 +113,31 @@ class Api:
     # -- the replaced system's paths --
 
     def health(self) -> dict[str, Any]:
-        results = dict(self.sidecar.probe_results)
+        now = self.sidecar.snapshot()
         checks = {
             name: {"status": "healthy" if r.healthy else "unhealthy", "latency_ms": r.latency_ms,
                    "detail": r.detail, "checked_at": iso(r.at)}
-            for name, r in sorted(results.items())
+            for name, r in sorted(now.probes.items())
         }
         for name in self.sidecar.config.probes:
             checks.setdefault(name, {"status": "unknown", "latency_ms": None, "detail": "not checked yet",
                                      "checked_at": None})
         overall = "unhealthy" if any(c["status"] == "unhealthy" for c in checks.values()) else "healthy"
-        return {"overall_status": overall, "checks": checks, "timestamp": iso(self.sidecar.clock())}
+        return {"overall_status": overall, "checks": checks, "timestamp": iso(now.at)}
 
     def status(self) -> dict[str, Any]:
         sc = self.sidecar
         by_status: dict[str, int] = self._core(lambda: ops.store_of(sc).count_by_status())
+        now = sc.snapshot()
         return {
             "autonomous_mode": True,
-            "last_check": iso(sc.last_check),
-            "started_at": iso(sc.started_at),
+            "last_check": iso(now.last_check),
+            "started_at": iso(now.started_at),
             "fix_statistics": {"total": sum(by_status.values()), "by_status": by_status},
             "recent_backups": self.backups()["backups"][:5],
             "check_interval_seconds": min((p.interval for p in sc.config.probes.values()), default=None),
-            "active_fixes": [r.fix_id for r in sc.runs],
-            "playbooks_version": sc.playbook_set.version if sc.playbook_set else None,
+            "active_fixes": [r.fix_id for r in now.runs],
+            "playbooks_version": now.version,
         }
 
     def trigger_check(self) -> dict[str, Any]:
@@ -168,19 +169,18 @@ class Api:
         }
 
     def playbooks(self) -> dict[str, Any]:
-        sc = self.sidecar
-        result = sc.playbook_set
-        if result is None:
+        now = self.sidecar.snapshot()
+        if now.version is None:  # nothing loaded yet
             return {"version": None, "loaded": [], "errors": []}
         return {
-            "version": result.version,
-            "loaded_at": iso(sc.loaded_at),
-            "reloads": sc.reloads,
-            "reload_errors": sc.reload_errors,
+            "version": now.version,
+            "loaded_at": iso(now.loaded_at),
+            "reloads": now.reloads,
+            "reload_errors": now.reload_errors,
             "loaded": [{"id": pb.id, "file": pb.file, "version": pb.digest[:12], "mode": pb.mode,
                         "confidence": pb.confidence, "severity": pb.severity, "tags": list(pb.tags)}
-                       for pb in result.playbooks],
-            "errors": [p.as_dict() | {"rendered": p.render()} for p in result.problems],
+                       for pb in now.playbooks.values()],
+            "errors": [p.as_dict() | {"rendered": p.render()} for p in now.playbook_problems],
         }
 
     # -- the rest --

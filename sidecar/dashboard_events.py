@@ -20,6 +20,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from .dashboard_state import CORE_TIMEOUT
 from .routes import ApiError, Raw, Request, Stream, iso, jsonable
 
 if TYPE_CHECKING:
@@ -40,12 +41,13 @@ class EventStream:
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
 
     def dashboard_events(self, request: Request, after: int | None = None) -> Raw | Stream:
+        run = str(int(self.sidecar.snapshot(timeout=CORE_TIMEOUT).started_at * 1000))
         if after is None:
             # ids are "<run>-<seq>": after a restart of the sidecar the numbering starts again
-            run, _, seq = request.headers.get("last-event-id", "").partition("-")
-            after = int(seq) if run == self._run() and seq.isdigit() and len(seq) < 10 else None
+            their_run, _, seq = request.headers.get("last-event-id", "").partition("-")
+            after = int(seq) if their_run == run and seq.isdigit() and len(seq) < 10 else None
         if "text/event-stream" not in request.headers.get("accept", ""):
-            return Raw(b"retry: 2000\n\n" + b"".join(self._frame(s, e) for s, e in self._backlog(after or 0)),
+            return Raw(b"retry: 2000\n\n" + b"".join(_frame(run, s, e) for s, e in self._backlog(after or 0)),
                        EVENT_STREAM)
         if not self.streams.acquire(blocking=False):
             raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, f"{MAX_STREAMS} live streams are open already; "
@@ -53,20 +55,11 @@ class EventStream:
 
         def produce(write: Callable[[bytes], bool], gone: Callable[[], bool]) -> None:
             try:
-                self._stream(write, gone, after or 0)
+                self._stream(write, gone, run, after or 0)
             finally:
                 self.streams.release()
 
         return Stream(EVENT_STREAM, produce)
-
-    def _run(self) -> str:
-        return str(int(self.sidecar.started_at * 1000))
-
-    def _frame(self, seq: int, event: Any) -> bytes:
-        """One server-sent event: its id (for Last-Event-ID), then the event as one line of JSON."""
-        body = json.dumps({"seq": seq, "kind": event.kind, "at": iso(event.at, milliseconds=True),
-                           "message": event.message, "data": jsonable(event.data)}, separators=(",", ":"))
-        return f"id: {self._run()}-{seq}\ndata: {body}\n\n".encode()
 
     def _backlog(self, after: int) -> list[tuple[int, Any]]:
         sc = self.sidecar
@@ -75,7 +68,7 @@ class EventStream:
                 after = 0  # numbered by an earlier run of the sidecar: send all we have
             return [(seq, e) for seq, e in sc.recent_events if seq > after]
 
-    def _stream(self, write: Callable[[bytes], bool], gone: Callable[[], bool], after: int) -> None:
+    def _stream(self, write: Callable[[bytes], bool], gone: Callable[[], bool], run: str, after: int) -> None:
         """Events as they happen, until the sidecar stops, the client leaves or the stream is old."""
         sc = self.sidecar
         started = beat = time.monotonic()
@@ -90,7 +83,7 @@ class EventStream:
                         sc.events_changed.wait(WAIT)
                 events = self._backlog(sent)
             if events:
-                if not write(b"".join(self._frame(seq, e) for seq, e in events)):
+                if not write(b"".join(_frame(run, seq, e) for seq, e in events)):
                     return
                 sent, beat = events[-1][0], time.monotonic()
             elif time.monotonic() - beat >= HEARTBEAT:
@@ -99,3 +92,10 @@ class EventStream:
                 beat = time.monotonic()
             if gone():
                 return
+
+
+def _frame(run: str, seq: int, event: Any) -> bytes:
+    """One server-sent event: its id (for Last-Event-ID), then the event as one line of JSON."""
+    body = json.dumps({"seq": seq, "kind": event.kind, "at": iso(event.at, milliseconds=True),
+                       "message": event.message, "data": jsonable(event.data)}, separators=(",", ":"))
+    return f"id: {run}-{seq}\ndata: {body}\n\n".encode()

@@ -3,7 +3,8 @@
 What decides a colour, in one place per kind:
 
 - a probe is critical when its last check failed, amber when that check is stale (older than
-  three intervals) or slow (over 80% of its timeout), unknown until first checked;
+  three intervals, or than an interval, its timeout and 2 s if that is longer) or slow (over
+  80% of its timeout), unknown until first checked;
 - a metric or container condition is critical while it holds, amber while it is seen but not
   yet for its ``for:``; the host's CPU, memory and disk are shown even when no playbook watches
   them, amber from :data:`HOST_WARNING` percent;
@@ -11,6 +12,9 @@ What decides a colour, in one place per kind:
   errors, its container stream is not following, or matching lines are seen below a diagnosis.
 
 Each item carries its recent samples (``series``), kept here while someone reads the state.
+Everything the sidecar knows comes from one :meth:`Sidecar.snapshot`; metric values come from
+the view's own sampler (at most once per metrics interval), so reading the state never waits
+for the sidecar's samples.
 """
 
 from __future__ import annotations
@@ -20,12 +24,10 @@ import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from suture.engine.playbook import ContainerCondition, MetricCondition, leaves
-
 from .routes import iso
+from .snapshot import Snapshot, SourceView
 
 if TYPE_CHECKING:
     from .runtime import Sidecar
@@ -65,17 +67,20 @@ class StateView:
 
     def dashboard_state(self) -> dict[str, Any]:
         sc = self.sidecar
-        now = sc.clock()
-        core = self._core(lambda: self._conditions(now))
+        view = sc.snapshot(timeout=CORE_TIMEOUT)
+        now = view.at
         values = self._sample_metrics(now)
         metrics = []
-        for leaf in core["sustained"]:
-            value = values.get(leaf["name"]) if leaf["kind"] == "metric" else None
-            series = self.series.add(f"metric:{leaf['name']}", self._sampled_at, value)
-            level = "critical" if leaf["holding"] else "warning" if leaf["pending"] else \
-                "healthy" if value is not None or leaf["kind"] == "container" else "unknown"
-            metrics.append({**leaf, "status": level, "value": value, "series": series,
-                            "detail": leaf["condition"] + (f" (now {value:g})" if value is not None else "")})
+        for c in view.conditions:
+            if c.kind not in ("metric", "container"):
+                continue
+            value = values.get(c.subject) if c.kind == "metric" else None
+            series = self.series.add(f"metric:{c.subject}", self._sampled_at, value)
+            level = "critical" if c.holding else "warning" if c.pending else \
+                "healthy" if value is not None or c.kind == "container" else "unknown"
+            metrics.append({"name": c.subject, "kind": c.kind, "condition": c.condition, "playbooks": list(c.playbooks),
+                            "holding": c.holding, "pending": c.pending, "status": level, "value": value,
+                            "series": series, "detail": c.condition + (f" (now {value:g})" if value is not None else "")})
         for name in HOST_METRICS:
             if any(m["name"] == name for m in metrics):
                 continue
@@ -86,50 +91,19 @@ class StateView:
                             "detail": (f"{value:g}%" if value is not None else "first sample pending")
                             + f" (no playbook watches it; amber from {HOST_WARNING:g}%)"})
         return {
-            "now": _iso(now), "started_at": _iso(sc.started_at), "name": sc.config.name,
-            "running": sc.ready.is_set() and not sc.stop.is_set(), "events_seq": sc.events_seq,
-            "threshold": sc.config.threshold, "playbooks_version": core["version"],
-            "active_fixes": core["runs"], "probes": self._probes(now), "metrics": metrics,
-            "sources": self._sources(now, core["logs"]),
+            "now": _iso(now), "started_at": _iso(view.started_at), "name": sc.config.name,
+            "running": view.running, "events_seq": view.events_seq,
+            "threshold": sc.config.threshold, "playbooks_version": view.version,
+            "active_fixes": [{"fix_id": r.fix_id, "playbook_id": r.playbook_id, "started_at": _iso(r.started_at),
+                              "ends_at": _iso(r.ends_at)} for r in view.runs],
+            "probes": self._probes(view), "metrics": metrics, "sources": self._sources(view),
         }
 
-    def _core(self, fn: Callable[[], Any]) -> Any:
-        return self.sidecar.call(fn, timeout=CORE_TIMEOUT)
-
-    def _conditions(self, now: float) -> dict[str, Any]:
-        """On the core: every `when` leaf's state, and the fixes in their window."""
-        sc = self.sidecar
-        board = sc.board
-        owners: dict[str, list[str]] = {}
-        for pb in sc.playbooks.values():
-            for leaf in leaves(pb.when):
-                owners.setdefault(leaf.signal, []).append(pb.id)
-        sustained = []
-        for signal, entry in board.sustained.items():
-            leaf = entry.leaf
-            if isinstance(leaf, MetricCondition | ContainerCondition):
-                sustained.append({"name": leaf.name, "kind": "metric" if isinstance(leaf, MetricCondition) else "container",
-                                  "condition": leaf.describe(), "playbooks": owners.get(signal, []),
-                                  "holding": entry.holding, "pending": entry.good_since is not None and not entry.holding})
-        logs: dict[str, list[dict[str, Any]]] = {}
-        for signal, window in board.logs.items():
-            leaf = window.leaf
-            keys = list(itertools.islice(window.matches.times, 100)) or [""]
-            logs.setdefault(leaf.source, []).append({
-                "condition": leaf.describe(), "playbooks": owners.get(signal, []),
-                "count": max(window.count(key, now) for key in keys), "at_least": leaf.at_least,
-                "at_most": leaf.at_most, "holding": bool(window.holding)})
-        runs = [{"fix_id": r.fix_id, "playbook_id": r.playbook.id, "started_at": _iso(r.started_at),
-                 "ends_at": _iso(r.judge.ends_at)} for r in sc.runs]
-        version = sc.playbook_set.version if sc.playbook_set else None
-        return {"sustained": sustained, "logs": logs, "runs": runs, "version": version}
-
-    def _probes(self, now: float) -> list[dict[str, Any]]:
-        sc = self.sidecar
-        results = dict(sc.probe_results)
+    def _probes(self, view: Snapshot) -> list[dict[str, Any]]:
+        now = view.at
         out = []
-        for name, cfg in sorted(sc.config.probes.items()):
-            r = results.get(name)
+        for name, cfg in sorted(self.sidecar.config.probes.items()):
+            r = view.probes.get(name)
             series = self.series.add(f"probe:{name}", r.at if r else now, r.latency_ms if r else None)
             if r is None:
                 level, detail = "unknown", "not checked yet"
@@ -145,33 +119,22 @@ class StateView:
                         "interval": cfg.interval, "series": series})
         return out
 
-    def _sources(self, now: float, logs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        sc = self.sidecar
-        tails, followers, counters = dict(sc._sources), dict(sc._container_logs), sc.source_counters()
+    def _sources(self, view: Snapshot) -> list[dict[str, Any]]:
+        logs: dict[str, list[dict[str, Any]]] = {}
+        for c in view.conditions:
+            if c.kind == "log":
+                logs.setdefault(c.subject, []).append({
+                    "condition": c.condition, "playbooks": list(c.playbooks), "count": c.count,
+                    "at_least": c.at_least, "at_most": c.at_most, "holding": c.holding})
         out = []
-        for name, cfg in sorted(sc.config.sources.items()):
-            tail, follower = tails.get(name), followers.get(name)
-            stats = counters.get(name, {})
+        for name, cfg in sorted(self.sidecar.config.sources.items()):
+            source = view.sources.get(name)
+            stats = dict(source.counters) if source else {}
             conditions = logs.get(name, [])
-            if tail is None and follower is None:
-                level, detail = "unknown", "not followed yet"
-            elif any(c["holding"] for c in conditions):
-                level, detail = "critical", "a diagnosis holds"
-            elif follower is not None and follower.state != "following":
-                level, detail = "warning", f"{follower.state}: {follower.stats.detail}"
-            elif follower is not None:
-                level, detail = "healthy", f"following container {cfg.container}"
-            elif cfg.file and not stats.get("files"):
-                level, detail = "warning", f"no file matches {cfg.file}"
-            elif stats.get("errors"):
-                level, detail = "warning", f"{stats['errors']} read error(s)"
-            elif any(c["count"] and c["at_least"] for c in conditions):
-                level, detail = "warning", "matching lines seen, below a diagnosis"
-            else:
-                level, detail = "healthy", "following"
+            level, detail = _source_level(source, cfg.file, cfg.container, stats, conditions)
             out.append({"name": name, "pattern": cfg.file or cfg.container or "", "status": level, "detail": detail,
                         "stats": stats, "conditions": conditions, "last_write_at": _iso(_newest_write(cfg.file)),
-                        "series": self.series.add(f"source:{name}", now, stats.get("lines"))})
+                        "series": self.series.add(f"source:{name}", view.at, stats.get("lines"))})
         return out
 
     def _sample_metrics(self, now: float) -> dict[str, float]:
@@ -188,6 +151,26 @@ class StateView:
             return dict(self._values)
         finally:
             self._sample_lock.release()
+
+
+def _source_level(source: SourceView | None, file: str | None, container: str | None, stats: dict[str, int],
+                  conditions: list[dict[str, Any]]) -> tuple[str, str]:
+    """A source's colour and why (the first that applies, worst first)."""
+    if source is None:
+        return "unknown", "not followed yet"
+    if any(c["holding"] for c in conditions):
+        return "critical", "a diagnosis holds"
+    if source.kind == "container":
+        if source.state != "following":
+            return "warning", f"{source.state}: {source.detail}"
+        return "healthy", f"following container {container}"
+    if file and not stats.get("files"):
+        return "warning", f"no file matches {file}"
+    if stats.get("errors"):
+        return "warning", f"{stats['errors']} read error(s)"
+    if any(c["count"] and c["at_least"] for c in conditions):
+        return "warning", "matching lines seen, below a diagnosis"
+    return "healthy", "following"
 
 
 def _iso(value: float | None) -> str | None:

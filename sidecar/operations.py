@@ -85,8 +85,11 @@ def approve(sc: Sidecar, fix_id: str, by: str) -> dict[str, Any]:
     decision = replace(decision, verdict="apply", reason=f"approved by {by} (proposal {fix_id})")
     sc.emit("approved", f"{pb.id}: proposal {fix_id} approved by {by}", playbook_id=pb.id, proposal_id=fix_id, by=by)
     result = sc.start_fix(pb, decision, now, proposal_id=fix_id, approved_by=by, errors_before=row["errors_before"])
-    status = result.status if isinstance(result, Outcome) else "validating"
-    return {"proposal_id": fix_id, "fix_id": result.fix_id, "status": status, "approved_by": by}
+    if isinstance(result, str):  # the fix's id while its effects run
+        started, status = result, "applying"
+    else:
+        started, status = result.fix_id, result.status if isinstance(result, Outcome) else "validating"
+    return {"proposal_id": fix_id, "fix_id": started, "status": status, "approved_by": by}
 
 
 def suspend(sc: Sidecar, playbook_id: str, by: str, reason: str = "") -> dict[str, Any]:

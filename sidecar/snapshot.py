@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from suture.engine.errors import Problem
 from suture.engine.playbook import Playbook
 
 from .sources.base import ProbeResult
@@ -79,3 +80,4 @@ class Snapshot:
     thread_restarts: int = 0
     events_seq: int = 0
     sources: Mapping[str, SourceView] = field(default_factory=dict)
+    playbook_problems: tuple[Problem, ...] = ()  # each problem of the playbook folder now (``problems`` counts them)

@@ -2,7 +2,7 @@
 
 Two kinds of numbers:
 
-- read at scrape time from the state the sidecar already keeps (a collector):
+- read at scrape time from the sidecar's public :class:`~.snapshot.Snapshot` (a collector):
   lines, bytes, truncated lines, decode errors, rotations and truncations per
   source; matches per playbook condition; probe status and latency; active
   signals; loaded playbooks; reloads and reload errors;
@@ -17,16 +17,13 @@ not hidden.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from suture.engine.playbook import LogCondition, leaves
 
-if TYPE_CHECKING:
-    from .runtime import Sidecar
+from .snapshot import Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -44,73 +41,75 @@ SOURCE_COUNTERS = (
 
 
 class _StateCollector(Collector):
-    """Numbers the sidecar already keeps, read at scrape time."""
+    """Numbers the sidecar already keeps, read from one snapshot at scrape time."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
-        self.sidecar = sidecar
+    def __init__(self, read: Callable[[], Snapshot]) -> None:
+        self.read = read
 
     def collect(self) -> Iterator[Metric]:
-        sc = self.sidecar
-        sources = sc.source_counters()
-        containers = {name: sources[name] for name in dict(sc._container_logs) if name in sources}
-        for key, name, doc in SOURCE_COUNTERS:
-            family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=["source"])
-            for source, stats in sorted(sources.items()):
-                family.add_metric([source], stats.get(key, 0))
-            yield family
-        files = GaugeMetricFamily("suture_source_files", "Files (or container log streams) being followed, per source.",
-                                  labels=["source"])
-        for source, stats in sorted(sources.items()):
-            files.add_metric([source], stats.get("files", 0))
-        yield files
-        for key, doc in (("attaches", "Container log streams opened (first attach and every re-attach)."),
-                         ("duplicates", "Container log lines skipped at a re-attach because they were read before.")):
-            family = CounterMetricFamily(f"suture_container_log_{key}", doc, labels=["source"])
-            for source, stats in sorted(containers.items()):
-                family.add_metric([source], stats[key])
-            yield family
-
-        board = sc.board
+        now = self.read()
+        yield from _sources(now)
         matches = CounterMetricFamily("suture_condition_matches", "Lines matched, per playbook log condition.",
                                       labels=["playbook", "condition"])
-        for pb in sorted(sc.playbooks.values(), key=lambda p: p.id):
-            for leaf in leaves(pb.when):
-                if isinstance(leaf, LogCondition):
-                    shared = board.matches.get((leaf.source, leaf.pattern, leaf.group_by))
-                    matches.add_metric([pb.id, leaf.at.path], shared.total if shared else 0)
+        # by playbook, and within one in the order of its conditions (the sort is stable)
+        for (playbook, path), total in sorted(now.condition_matches.items(), key=lambda item: item[0][0]):
+            matches.add_metric([playbook, path], total)
         yield matches
         yield GaugeMetricFamily("suture_signals_active", "Conditions holding now (facts in the rules engine).",
-                                value=len(board.holding()))
-
-        up = GaugeMetricFamily("suture_probe_up", "1 if the probe's last check was healthy.", labels=["probe"])
-        # base units in names, as Prometheus wants (promtool check metrics): seconds, not ms
-        latency = GaugeMetricFamily("suture_probe_latency_seconds", "The probe's last latency.", labels=["probe"])
-        for name, result in sorted(dict(sc.probe_results).items()):
-            up.add_metric([name], 1.0 if result.healthy else 0.0)
-            if result.latency_ms is not None:
-                latency.add_metric([name], result.latency_ms / 1000.0)
-        yield up
-        yield latency
-
-        yield GaugeMetricFamily("suture_playbooks_loaded", "Playbooks in force.", value=len(sc.playbooks))
-        problems = len(sc.playbook_set.problems) if sc.playbook_set else 0
-        yield GaugeMetricFamily("suture_playbook_problems", "Problems of the playbook folder now.", value=problems)
-        yield CounterMetricFamily("suture_reloads", "Playbook reloads swapped in.", value=sc.reloads)
+                                value=now.signals_active)
+        yield from _probes(now)
+        yield GaugeMetricFamily("suture_playbooks_loaded", "Playbooks in force.", value=len(now.playbooks))
+        yield GaugeMetricFamily("suture_playbook_problems", "Problems of the playbook folder now.", value=now.problems)
+        yield CounterMetricFamily("suture_reloads", "Playbook reloads swapped in.", value=now.reloads)
         yield CounterMetricFamily("suture_reload_errors", "Reloads that kept a previous version or rejected a file.",
-                                  value=sc.reload_errors)
-        yield GaugeMetricFamily("suture_fixes_in_progress", "Fixes in their validation window.", value=len(sc.runs))
+                                  value=now.reload_errors)
+        yield GaugeMetricFamily("suture_fixes_in_progress", "Fixes in their validation window.",
+                                value=sum(run.phase == "validating" for run in now.runs))
         yield CounterMetricFamily("suture_core_errors", "Exceptions the core survived (each logged with its traceback).",
-                                  value=sc.core_errors)
+                                  value=now.core_errors)
         yield CounterMetricFamily("suture_thread_restarts", "Source, probe or reload loops restarted after they raised.",
-                                  value=sc.thread_restarts)
+                                  value=now.thread_restarts)
+
+
+def _sources(now: Snapshot) -> Iterator[Metric]:
+    sources = dict(sorted(now.sources.items()))
+    for key, name, doc in SOURCE_COUNTERS:
+        family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=["source"])
+        for source, view in sources.items():
+            family.add_metric([source], view.counters.get(key, 0))
+        yield family
+    files = GaugeMetricFamily("suture_source_files", "Files (or container log streams) being followed, per source.",
+                              labels=["source"])
+    for source, view in sources.items():
+        files.add_metric([source], view.counters.get("files", 0))
+    yield files
+    for key, doc in (("attaches", "Container log streams opened (first attach and every re-attach)."),
+                     ("duplicates", "Container log lines skipped at a re-attach because they were read before.")):
+        family = CounterMetricFamily(f"suture_container_log_{key}", doc, labels=["source"])
+        for source, view in sources.items():
+            if view.kind == "container":
+                family.add_metric([source], view.counters[key])
+        yield family
+
+
+def _probes(now: Snapshot) -> Iterator[Metric]:
+    up = GaugeMetricFamily("suture_probe_up", "1 if the probe's last check was healthy.", labels=["probe"])
+    # base units in names, as Prometheus wants (promtool check metrics): seconds, not ms
+    latency = GaugeMetricFamily("suture_probe_latency_seconds", "The probe's last latency.", labels=["probe"])
+    for name, result in sorted(now.probes.items()):
+        up.add_metric([name], 1.0 if result.healthy else 0.0)
+        if result.latency_ms is not None:
+            latency.add_metric([name], result.latency_ms / 1000.0)
+    yield up
+    yield latency
 
 
 class Telemetry:
-    """The sidecar's own Prometheus registry."""
+    """The sidecar's own Prometheus registry; ``read`` gives the snapshot a scrape reports (``Sidecar.snapshot``)."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, read: Callable[[], Snapshot]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_StateCollector(sidecar))
+        self.registry.register(_StateCollector(read))
         self.fixes = Counter("suture_fixes", "Fixes by playbook and outcome.", ["playbook", "outcome"],
                              registry=self.registry)
         self.confidence = Gauge("suture_playbook_confidence", "Adjusted confidence at the playbook's last decision.",
