@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .documents import Document, PathKey, render_path
 from .errors import Problem
 from .playbook import Where, parse_duration
+from .yaml_document import Document, PathKey, render_path
 
 
 class Builder:

@@ -14,7 +14,6 @@ from typing import Any
 from .build import Builder, as_int
 from .config import Config
 from .confine import Refused, container_problem, resolve_command, webhook_problem
-from .documents import PathKey
 from .errors import PathRefused
 from .paths import relative_problem, resolve_target
 from .playbook import (
@@ -29,6 +28,7 @@ from .playbook import (
     SetValue,
     Stop,
 )
+from .yaml_document import PathKey
 
 ActionBuilder = Callable[[Builder, dict[str, Any], PathKey], Action]
 FILE_KEYWORDS = tuple(t.keyword for t in FILE_ACTIONS)

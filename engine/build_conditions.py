@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .build import Builder, as_int
-from .documents import PathKey
 from .playbook import (
     AllOf,
     AnyOf,
@@ -24,6 +23,7 @@ from .playbook import (
     NotOf,
     ProbeCondition,
 )
+from .yaml_document import PathKey
 
 DEFAULT_WITHIN = 60.0  # a log condition's window in ``when`` when it names none
 DEFAULT_RESTARTS_WITHIN = 600.0

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
-from .documents import Document, read_document
 from .errors import DocumentError, Problem
 from .loader import PlaybookSet, build_playbook, check_set, display_name, playbook_files
 from .playbook import Playbook
+from .yaml_document import Document, read_document
 
 
 @dataclass(frozen=True, slots=True)

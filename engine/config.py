@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .documents import Document, load_checked
+from .documents import load_checked
 from .errors import DocumentError, Problem
 from .playbook import Learning, parse_duration
+from .yaml_document import Document
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,7 +24,7 @@ from .build import Builder, parse_path, path_of
 from .build_actions import action, confinement_problem
 from .build_conditions import condition
 from .config import Config
-from .documents import Document, PathKey, read_document, schema_problems
+from .documents import schema_problems
 from .errors import DocumentError, Problem
 from .playbook import (
     Examples,
@@ -35,6 +35,7 @@ from .playbook import (
     Validate,
     leaves,
 )
+from .yaml_document import Document, PathKey, read_document
 
 PLAYBOOK_SUFFIXES = (".yaml", ".yml")
 
