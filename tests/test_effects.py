@@ -29,8 +29,9 @@ from suture.engine.errors import ActionError
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.playbook import Adjust, Exec, Learning, Notify, Restart, Stop, Where
 from suture.engine.store import Store
-from suture.sidecar.effects import TAIL_BYTES, Effects, run_program
+from suture.sidecar.effects import Effects
 from suture.sidecar.notify import Notifier
+from suture.sidecar.programs import TAIL_BYTES, run_program
 
 from .conftest import SETTINGS, Clock, playbook
 from .containers import MakeContainer
