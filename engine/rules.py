@@ -108,6 +108,12 @@ def leaf_labels(leaf: Leaf) -> tuple[str, ...]:
     return tuple(getattr(leaf, "group_by", ()))
 
 
+def sustained_fact(leaf: Leaf) -> Fact:
+    """The fact a probe, metric or container leaf asserts: a container's carries its name (see leaf_labels)."""
+    labels = {"container": leaf.name} if isinstance(leaf, ContainerCondition) else {}
+    return Fact(signal=leaf.signal, labels=labels)
+
+
 def compile_playbook(pb: Playbook) -> dict[str, dict[str, Any]]:
     """``{rule_name: definition}`` for one playbook, in durable_rules' JSON form."""
     rules: dict[str, dict[str, Any]] = {}

@@ -33,7 +33,7 @@ from suture.engine.playbook import (
     ProbeCondition,
     leaves,
 )
-from suture.engine.rules import Fact
+from suture.engine.rules import Fact, sustained_fact
 
 from .matching import PatternSet
 
@@ -164,8 +164,7 @@ class _Sustained:
 
     @property
     def fact(self) -> Fact:
-        labels = {"container": self.leaf.name} if isinstance(self.leaf, ContainerCondition) else {}
-        return Fact(signal=self.leaf.signal, labels=labels)
+        return sustained_fact(self.leaf)
 
     def restarted(self, at: float) -> list[Transition]:
         """A restart of the container (restarts condition): count it in the window."""
