@@ -40,7 +40,7 @@ from suture.engine.playbook import Playbook
 from suture.engine.status import FINAL
 from suture.engine.store import Store
 
-from .core import Core, Meter
+from .core import Core, Decided, Meter
 from .effects import Effects
 from .events import ALERTS, Event, EventLog, Listener, clean, level_of
 from .history import LiveHistory
@@ -98,8 +98,10 @@ class Sidecar:
         stop: threading.Event | None = None,
         env: Mapping[str, str] | None = None,
         hooks: Mapping[str, Callable[..., None]] | None = None,
+        decisions: Callable[[Decided], None] | None = None,
     ) -> None:
         self.config = config
+        self.decisions = decisions  # every firing, as the core decided it (tests, benchmarks)
         self.hooks = dict(hooks or {})  # executor kill points, for the crash-recovery harness
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
@@ -163,7 +165,7 @@ class Sidecar:
         self.workers = EffectWorkers(self.effects, self._put, clock=self.clock)
         self.core = Core(cfg, executor=executor, history=LiveHistory(self.store, self.fleet), clock=self.clock,
                          emit=self._sink, port=self.workers, meter=_TelemetryMeter(self.telemetry),
-                         matchers=self.matchers, hooks=self.hooks)
+                         matchers=self.matchers, hooks=self.hooks, decisions=self.decisions)
         for outcome in executor.recover(self.clock()):  # on_rollback runs inline: nothing is watched yet
             self.emit("recovered", f"{outcome.fix_id} ({outcome.playbook_id}): {outcome.status}: {outcome.detail}",
                       fix_id=outcome.fix_id, status=outcome.status)

@@ -88,7 +88,8 @@ class World:
         for name, src in self.config.sources.items():
             if src.file:
                 self.sources[name] = FileSource(
-                    name, src.file, checkpoints=checkpoints, max_line_bytes=self.config.max_line_bytes, blocks=True
+                    name, src.file, checkpoints=checkpoints, max_line_bytes=self.config.max_line_bytes, blocks=True,
+                    clock=self.clock
                 )
         # One poll round here, on the core, before `ready`: it fixes where each file starts
         # (its end on a first start) so nothing appended after start-up is taken for history.
@@ -156,16 +157,7 @@ class World:
         """
         dirs = sorted({d for s in self.sources.values() for d in s.watch_dirs()})
         watcher, pacer = Watcher(dirs), Pacer(TAIL_RATE, TAIL_BURST)
-
-        def close_on_stop() -> None:
-            # a stop (set by a signal handler) cannot interrupt a blocking wait, but closing the watcher
-            # does; a minute's slices end this thread soon after a loop that failed (and is restarted)
-            while not self.stop.wait(60.0):
-                if watcher.closed:
-                    return
-            watcher.close()
-
-        threading.Thread(target=close_on_stop, name="suture-tailer-stop", daemon=True).start()
+        watcher.close_on(self.stop, name="suture-tailer-stop")  # a blocking wait ends at once on stop
         try:
             while not self.stop.is_set():
                 self._drain_sources(checkpoints)
