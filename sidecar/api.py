@@ -22,7 +22,7 @@ from . import operations as ops
 from .routes import Raw, Route, iso
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
 
 OBJ = {"type": "object"}
 STR = {"type": "string"}
@@ -33,7 +33,7 @@ FIX = {"type": "object", "required": ["id", "playbook_id", "status"],
 BY_BODY = {"type": "object", "additionalProperties": False, "properties": {"by": {"type": "string", "maxLength": 128}}}
 
 
-def routes(sidecar: Sidecar) -> list[Route]:
+def routes(sidecar: PublicSidecar) -> list[Route]:
     """The API's routes, in the order of the document."""
     return Api(sidecar).routes()
 
@@ -41,7 +41,7 @@ def routes(sidecar: Sidecar) -> list[Route]:
 class Api:
     """The API's handlers and their declarations."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, sidecar: PublicSidecar) -> None:
         self.sidecar = sidecar
 
     def routes(self) -> list[Route]:

@@ -33,7 +33,7 @@ from .dashboard_state import StateView
 from .routes import ApiError, Raw, Route
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
 
 __all__ = ["MAX_STREAMS", "Page", "routes"]
 
@@ -109,7 +109,7 @@ class Page:
         return self._static(name, "svg")
 
 
-def routes(sidecar: Sidecar) -> list[Route]:
+def routes(sidecar: PublicSidecar) -> list[Route]:
     """The dashboard's routes (the page, its files, and the data it reads)."""
     page, state, events, history = Page(), StateView(sidecar), EventStream(sidecar), HistoryView(sidecar)
     days = {"type": "integer", "minimum": 1, "maximum": 366}

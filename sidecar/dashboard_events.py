@@ -24,7 +24,7 @@ from .dashboard_state import CORE_TIMEOUT
 from .routes import ApiError, Raw, Request, Stream, iso, jsonable
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
 
 MAX_STREAMS = 8  # each live stream holds one of the API server's threads
 HEARTBEAT = 15.0  # seconds between keep-alive comments on a quiet stream
@@ -36,7 +36,7 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 class EventStream:
     """The events route, and the open streams it counts."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, sidecar: PublicSidecar) -> None:
         self.sidecar = sidecar
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
 

@@ -28,13 +28,13 @@ from .dashboard_state import CORE_TIMEOUT
 from .routes import iso
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
 
 
 class HistoryView:
     """The history routes of the dashboard."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, sidecar: PublicSidecar) -> None:
         self.sidecar = sidecar
 
     def _core(self, fn: Callable[[], Any]) -> Any:

@@ -30,7 +30,7 @@ from .routes import iso
 from .snapshot import Snapshot, SourceView
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
     from .sources.metrics import MetricsSampler
 
 SERIES = 120  # recent samples kept per probe, metric and source (while someone reads the state)
@@ -57,7 +57,7 @@ class Series:
 class StateView:
     """The state route, and the samples it keeps (its own metrics sampler, recent points)."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, sidecar: PublicSidecar) -> None:
         self.sidecar = sidecar
         self.series = Series()
         self._sampler: MetricsSampler | None = None

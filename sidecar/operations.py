@@ -20,7 +20,7 @@ from suture.engine.executor import Outcome
 from suture.engine.store import QueryResult, Store, ts
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
 
 MAX_ROWS = 10_000
 QUERY_TIMEOUT = 5.0
@@ -32,13 +32,13 @@ class OperationError(SutureError):
         self.status = status
 
 
-def store_of(sc: Sidecar) -> Store:
+def store_of(sc: PublicSidecar) -> Store:
     if sc.store is None or sc.executor is None:
         raise OperationError(HTTPStatus.SERVICE_UNAVAILABLE, "the sidecar is not running")
     return sc.store
 
 
-def fix_detail(sc: Sidecar, fix_id: str) -> dict[str, Any]:
+def fix_detail(sc: PublicSidecar, fix_id: str) -> dict[str, Any]:
     store = store_of(sc)
     row = store.fix(fix_id)
     if row is None:
@@ -49,16 +49,16 @@ def fix_detail(sc: Sidecar, fix_id: str) -> dict[str, Any]:
     return row
 
 
-def list_fixes(sc: Sidecar, *, limit: int = 50, status: str | None = None, playbook: str | None = None) -> list[Any]:
+def list_fixes(sc: PublicSidecar, *, limit: int = 50, status: str | None = None, playbook: str | None = None) -> list[Any]:
     return store_of(sc).recent_fixes(limit=max(1, min(limit, 1000)), status=status, playbook=playbook)
 
 
-def pending_proposals(sc: Sidecar) -> list[Any]:
+def pending_proposals(sc: PublicSidecar) -> list[Any]:
     """Proposals nobody approved yet."""
     return store_of(sc).pending_proposals(limit=200)
 
 
-def approve(sc: Sidecar, fix_id: str, by: str) -> dict[str, Any]:
+def approve(sc: PublicSidecar, fix_id: str, by: str) -> dict[str, Any]:
     """Apply a proposal through the same backup / validate / rollback path; recorded with who approved."""
     store = store_of(sc)
     now = sc.clock()
@@ -92,7 +92,7 @@ def approve(sc: Sidecar, fix_id: str, by: str) -> dict[str, Any]:
     return {"proposal_id": fix_id, "fix_id": started, "status": status, "approved_by": by}
 
 
-def suspend(sc: Sidecar, playbook_id: str, by: str, reason: str = "") -> dict[str, Any]:
+def suspend(sc: PublicSidecar, playbook_id: str, by: str, reason: str = "") -> dict[str, Any]:
     store = store_of(sc)
     if playbook_id not in sc.playbooks:
         raise OperationError(HTTPStatus.NOT_FOUND, f"no playbook {playbook_id}")
@@ -102,14 +102,14 @@ def suspend(sc: Sidecar, playbook_id: str, by: str, reason: str = "") -> dict[st
     return {"playbook_id": playbook_id, "suspended": True, "changed": done}
 
 
-def resume(sc: Sidecar, playbook_id: str, by: str) -> dict[str, Any]:
+def resume(sc: PublicSidecar, playbook_id: str, by: str) -> dict[str, Any]:
     done = store_of(sc).resume(playbook_id, sc.clock(), by=by)
     if done:
         sc.emit("resumed", f"{playbook_id}: resumed by {by}", playbook_id=playbook_id)
     return {"playbook_id": playbook_id, "suspended": False, "changed": done}
 
 
-def rollback(sc: Sidecar, backup_id: str, *, force: bool = False, by: str = "api") -> dict[str, Any]:
+def rollback(sc: PublicSidecar, backup_id: str, *, force: bool = False, by: str = "api") -> dict[str, Any]:
     """Restore a backup; a fix still in its validation window ends ``rolled_back`` by ``by`` (never a success later)."""
     if not BACKUP_ID.match(backup_id):
         raise OperationError(HTTPStatus.NOT_FOUND, f"no backup {backup_id} (ids look like b-YYYYMMDDTHHMMSSZ-hex)")
@@ -126,7 +126,7 @@ def rollback(sc: Sidecar, backup_id: str, *, force: bool = False, by: str = "api
             "fix_status": outcome.status if outcome else None}
 
 
-def explain(sc: Sidecar, playbook_id: str, key: str = "") -> dict[str, Any]:
+def explain(sc: PublicSidecar, playbook_id: str, key: str = "") -> dict[str, Any]:
     """The numbers behind the decision the playbook would take now."""
     store = store_of(sc)
     pb = sc.playbooks.get(playbook_id)
@@ -155,7 +155,7 @@ def explain(sc: Sidecar, playbook_id: str, key: str = "") -> dict[str, Any]:
     }
 
 
-def user_sql(sc: Sidecar, sql: str, *, max_rows: int = MAX_ROWS, timeout: float = QUERY_TIMEOUT) -> dict[str, Any]:
+def user_sql(sc: PublicSidecar, sql: str, *, max_rows: int = MAX_ROWS, timeout: float = QUERY_TIMEOUT) -> dict[str, Any]:
     """A read-only query of the history (runs on its own cursor, off the core, with a time limit)."""
     result, truncated = read_only_query(store_of(sc), sql, max_rows=max(1, min(max_rows, MAX_ROWS)), timeout=timeout)
     return {"columns": list(result.columns), "rows": [list(r) for r in result.rows], "truncated": truncated,
@@ -182,7 +182,7 @@ def read_only_query(store: Store, sql: str, *, max_rows: int, timeout: float) ->
             timer.cancel()
 
 
-def parquet(sc: Sidecar, table: str) -> bytes:
+def parquet(sc: PublicSidecar, table: str) -> bytes:
     """One table of the history as Parquet bytes (for `suture history --export` while running)."""
     import tempfile
     from pathlib import Path

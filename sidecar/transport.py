@@ -45,7 +45,7 @@ from .routes import ApiError, Raw, Stream, jsonable
 from .web import App, build
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
 
 log = logging.getLogger("suture.api")
 ABSOLUTE = re.compile(r"(?i)https?://(?P<authority>[^/?#]*)(?P<rest>.*)")
@@ -378,7 +378,7 @@ class Server(ThreadingHTTPServer):
             self.collector.unregister()
 
 
-def serve(sidecar: Sidecar, limits: Limits | None = None) -> Server:
+def serve(sidecar: PublicSidecar, limits: Limits | None = None) -> Server:
     """Start the API in a background thread; the caller stops it with ``shutdown()``, then ``server_close()``."""
     limits = limits or Limits()
     cfg = sidecar.config.api

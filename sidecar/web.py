@@ -26,7 +26,7 @@ from . import api, dashboard
 from .routes import ID, ApiError, Request, Route, Routes
 
 if TYPE_CHECKING:
-    from .runtime import Sidecar
+    from .public import PublicSidecar
 
 METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # an HTTP token
 TARGET = re.compile(r"/[\x21-\x7e]*")  # origin-form, visible ASCII only
@@ -65,7 +65,7 @@ class App:
 
 
 
-def table(sidecar: Sidecar) -> Routes:
+def table(sidecar: PublicSidecar) -> Routes:
     """The sidecar's whole HTTP surface: the API's routes, this document's, then the dashboard's."""
     routes = Routes(api.routes(sidecar))
 
@@ -78,7 +78,7 @@ def table(sidecar: Sidecar) -> Routes:
     return routes
 
 
-def build(sidecar: Sidecar) -> App:
+def build(sidecar: PublicSidecar) -> App:
     cfg = sidecar.config.api
     return App(table(sidecar), token=cfg.token, token_env=cfg.token_env)
 
