@@ -13,7 +13,7 @@ PACKAGES = ("engine", "sidecar", "sidecar/sources")
 CHECKED = (
     "sidecar.routes", "sidecar.web", "sidecar.api", "sidecar.dashboard", "sidecar.dashboard_state",
     "sidecar.dashboard_events", "sidecar.dashboard_history", "sidecar.transport", "sidecar.admission",
-    "sidecar.operations", "sidecar.telemetry", "sidecar.snapshot", "sidecar.cli", "sidecar.commands",
+    "sidecar.operations", "sidecar.telemetry", "sidecar.snapshot", "sidecar.public", "sidecar.cli", "sidecar.commands",
     "sidecar.history_commands", "sidecar.tables", "sidecar.demo", "sidecar.client", "engine.store",
     "engine.reads", "engine.migrations",
 )
