@@ -81,3 +81,9 @@ class Snapshot:
     events_seq: int = 0
     sources: Mapping[str, SourceView] = field(default_factory=dict)
     playbook_problems: tuple[Problem, ...] = ()  # each problem of the playbook folder now (``problems`` counts them)
+
+    @classmethod
+    def empty(cls, at: float) -> Snapshot:
+        """A sidecar not open yet (or closed): nothing loaded, checked or running; its API still answers."""
+        return cls(at=at, started_at=0.0, loaded_at=0.0, last_check=0.0, running=False, version=None, playbooks={},
+                   problems=0, probes={}, runs=(), conditions=(), signals_active=0, condition_matches={})

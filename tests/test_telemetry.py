@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 from pathlib import Path
 
 from suture.sidecar.snapshot import RunView, Snapshot, SourceView
@@ -13,9 +14,7 @@ SIDECAR = Path(__file__).resolve().parent.parent / "sidecar"
 
 
 def snapshot(**fields) -> Snapshot:
-    base = dict(at=100.0, started_at=1.0, loaded_at=2.0, last_check=3.0, running=True, version="v1", playbooks={},
-                problems=0, probes={}, runs=(), conditions=(), signals_active=0, condition_matches={})
-    return Snapshot(**{**base, **fields})
+    return replace(Snapshot.empty(100.0), running=True, version="v1", **fields)
 
 
 def scrape(view: Snapshot) -> dict[str, float]:
@@ -61,3 +60,9 @@ def test_telemetry_does_not_import_the_runtime() -> None:
     tree = ast.parse((SIDECAR / "telemetry.py").read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {m for m in imported if m and m.endswith("runtime")}
+
+
+def test_a_sidecar_not_open_yet_is_scraped_as_empty() -> None:
+    """Snapshot.empty: no sources, probes or playbooks, every counter 0 (what a scrape before start-up shows)."""
+    m = scrape(Snapshot.empty(0.0))
+    assert (m["suture_playbooks_loaded"], m["suture_fixes_in_progress"], m["suture_reloads_total"]) == (0, 0, 0)
