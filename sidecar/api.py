@@ -9,8 +9,10 @@ suite fuzzes the API from it).
 
 Mutating calls and SQL need ``Authorization: Bearer <token>`` (the token from
 the environment variable the config names); a missing or wrong token is 401.
-Handlers touch the engine only through :meth:`Sidecar.call` (on the core) or
-their own cursor.
+Handlers read what the sidecar looks like from its snapshot
+(:meth:`Sidecar.snapshot`), and touch the engine only through
+:meth:`Sidecar.call` (on the core) or, for a person's SQL, their own cursor;
+what they may use of the sidecar is :class:`~.public.PublicSidecar`.
 """
 
 from __future__ import annotations
