@@ -61,6 +61,7 @@ TREE_MASK = IN_MODIFY | IN_ATTRIB | _ARRIVE | _LEAVE | IN_DELETE_SELF | IN_MOVE_
 ANCHOR_MASK = _ARRIVE | _LEAVE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 
 Key = tuple[int, int]  # (st_dev, st_ino) of a folder
+SETTLE_MAX = 1.0  # seconds a wait(settle=...) waits at most for the folders to fall quiet
 
 
 @dataclass(slots=True)
@@ -110,10 +111,12 @@ class Watcher:
     def closed(self) -> bool:
         return self._closed
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, *, settle: float = 0.0) -> bool:
         """Block until something changes (True) or ``timeout`` seconds pass quietly (False, also once closed).
 
-        Returns at the first relevant event, having read every event queued by then.
+        Returns at the first relevant event, having read every event queued by then; with ``settle``,
+        only once the folders have been quiet that long after it (at most ``SETTLE_MAX`` s more), so
+        that a file being written is read whole (a playbook saved in place: truncate, then write).
         """
         with self._waiting:
             if self._closed:
@@ -121,16 +124,40 @@ class Watcher:
             if self._inotify is None:
                 self._woken.wait(timeout)
                 return False
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready = self._poll.poll(None if left is None else math.ceil(left * 1000))
+            changed = self._wait(None if timeout is None else time.monotonic() + timeout)
+            if changed and settle > 0:
+                until = time.monotonic() + SETTLE_MAX
+                while not self._closed and self._wait(min(until, time.monotonic() + settle)):
+                    if time.monotonic() >= until:
+                        break
+            return changed and not self._closed
+
+    def _wait(self, deadline: float | None) -> bool:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = self._poll.poll(None if left is None else math.ceil(left * 1000))
+            if self._closed:
+                return False
+            if ready and self._absorb(self._inotify.read(timeout=0)):
+                return True
+            if not ready or (deadline is not None and time.monotonic() >= deadline):
+                return self._check_moved()
+
+    def close_on(self, event: threading.Event, *, name: str = "suture-watch-stop") -> None:
+        """Close this watcher once ``event`` is set, from a thread of its own.
+
+        A stop set by a signal handler cannot interrupt a blocking ``wait``; closing the watcher
+        does. The thread also looks once a minute whether the watcher was closed some other way
+        (a loop that failed and is restarted with a new one), and ends then.
+        """
+
+        def close_when_set() -> None:
+            while not event.wait(60.0):
                 if self._closed:
-                    return False
-                if ready and self._absorb(self._inotify.read(timeout=0)):
-                    return True
-                if not ready or (deadline is not None and time.monotonic() >= deadline):
-                    return self._check_moved()
+                    return
+            self.close()
+
+        threading.Thread(target=close_when_set, name=name, daemon=True).start()
 
     def close(self) -> None:
         """Stop watching and free the descriptors; a ``wait`` in another thread returns False at once.

@@ -262,6 +262,34 @@ def test_close_ends_a_wait_in_another_thread(tmp_path: Path, inotify: bool) -> N
     assert got == [False]
 
 
+def test_close_on_an_event(tmp_path: Path) -> None:
+    """close_on(event): setting the event ends a wait in progress, with False."""
+    watcher, stop = Watcher([tmp_path]), threading.Event()
+    watcher.close_on(stop)
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(watcher.wait(None)))
+    waiter.start()
+    stop.set()
+    waiter.join(SOON)
+    assert (got, watcher.closed) == ([False], True)
+
+
+def test_settle_waits_for_a_quiet_spell(tmp_path: Path, watch: type[Watcher]) -> None:
+    """wait(settle=...) returns once the writes have stopped: nothing of them is left for the next wait."""
+    watcher = watch([tmp_path])
+
+    def save_in_pieces() -> None:
+        for _ in range(5):
+            append(tmp_path / "p.yaml")
+            threading.Event().wait(0.02)
+
+    writer = threading.Thread(target=save_in_pieces)
+    writer.start()
+    assert watcher.wait(SOON, settle=0.5) is True
+    writer.join()
+    assert watcher.wait(QUIET) is False
+
+
 def test_wait_after_close_is_false(tmp_path: Path) -> None:
     """A closed watcher reports nothing, at once, and closing twice is fine."""
     watcher = Watcher([tmp_path])
