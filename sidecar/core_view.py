@@ -51,6 +51,7 @@ def core_snapshot(core: Core) -> Snapshot:
     return Snapshot(
         at=now, started_at=core.started_at, loaded_at=core.loaded_at, last_check=core.last_check, running=True,
         version=ps.version if ps else None, playbooks=dict(core.playbooks), problems=len(ps.problems) if ps else 0,
+        playbook_problems=tuple(ps.problems) if ps else (),
         probes=dict(core.probe_results), runs=tuple(runs), conditions=tuple(conditions),
         signals_active=len(board.holding()), condition_matches=matches, deferred=len(core.deferred),
         reloads=core.reloads, reload_errors=core.reload_errors, core_errors=core.core_errors)

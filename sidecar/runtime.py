@@ -315,7 +315,7 @@ class Sidecar:
         """The public view (telemetry, API, dashboard): the core's part built on the core thread."""
         live = self.ready.is_set() and not self.stop.is_set()
         if self.core is None:
-            raise RuntimeError("the sidecar is not open")
+            return Snapshot.empty(self.clock())
         core = self.call(self.core.snapshot, timeout=timeout) if live else self.core.snapshot()
         sources: dict[str, SourceView] = {}
         world = self.world
