@@ -63,7 +63,8 @@ class _Health(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def writer(log: Path, rate: float, seconds: float) -> None:
+def writer(log: Path, rate: float, seconds: float, stop: threading.Event | None = None) -> None:
+    """Append ``rate`` realistic lines a second to ``log`` for ``seconds`` (or until ``stop``), flushing every 10 ms."""
     rnd = random.Random(3)
     deadline = time.monotonic() + seconds
     tick = 0.01
@@ -71,7 +72,7 @@ def writer(log: Path, rate: float, seconds: float) -> None:
     owed = 0.0
     with open(log, "a", buffering=1 << 16) as fh:
         next_at = time.monotonic()
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             owed += per_tick
             n = int(owed)
             owed -= n
