@@ -20,7 +20,6 @@ when the judge reaches a verdict. Time is always an argument.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -205,17 +204,13 @@ class Executor:
 
     def last_good(self, file: str) -> tuple[bytes, str] | None:
         """The last good bytes of ``file``: what the newest succeeded fix left there, else the newest backup."""
-        rows = self.store.query(
-            """SELECT f.id, s.detail FROM fix_steps s JOIN fixes f ON f.id = s.fix_id
-               WHERE s.step = 'planned' AND f.status = 'succeeded' ORDER BY f.finished_at DESC LIMIT 200"""
-        ).rows
-        for fix_id, detail in rows:
-            for entry in json.loads(detail).get("files", []):
-                if entry["path"] == file:
-                    try:
-                        return self.backups.get(entry["post"]), f"as validated by fix {fix_id}"
-                    except BackupError:
-                        break
+        for validated in self.store.last_validated_files(limit=200):
+            post = validated.files.get(file)
+            if post is not None:
+                try:
+                    return self.backups.get(post), f"as validated by fix {validated.fix_id}"
+                except BackupError:
+                    break
         for manifest in self.backups.all():
             for record in manifest.files:
                 if record.path == file:
@@ -403,14 +398,9 @@ class Executor:
 
     def prune_backups(self, now: float) -> list[str]:
         """Apply the retention of the config; keep the post-images a `restore` may need."""
-        keep = set()
-        for (detail,) in self.store.query(
-            """SELECT s.detail FROM fix_steps s JOIN fixes f ON f.id = s.fix_id
-               WHERE s.step = 'planned' AND f.status = 'succeeded'"""
-        ).rows:
-            keep |= {entry["post"] for entry in json.loads(detail).get("files", [])}
         return self.backups.prune(now, keep_last=self.config.backups_keep_last,
-                                  keep_days=self.config.backups_keep_days, keep_objects=keep)
+                                  keep_days=self.config.backups_keep_days,
+                                  keep_objects=set(self.store.validated_post_images()))
 
     def post_images(self, fix_id: str) -> dict[str, str]:
         """What suture wrote to each file of a fix (from its journal)."""
