@@ -43,9 +43,10 @@ from suture.engine.store import Store
 from .core import Core, Decided, Meter
 from .effects import Effects
 from .events import ALERTS, Event, EventLog, Listener, clean, level_of
+from .heap import trim_heap
 from .history import LiveHistory
 from .observations import Command, Observation, Playbooks, Tick
-from .signals import MatcherCache, SignalBoard
+from .signals import MatcherCache
 from .snapshot import Snapshot, SourceView
 from .telemetry import Telemetry
 from .workers import EffectWorkers
@@ -221,7 +222,7 @@ class Sidecar:
     def _housekeeping(self, now: float) -> None:
         if now - self._trimmed_at >= TRIM_EVERY:
             self._trimmed_at = now
-            _trim_heap()
+            trim_heap()
         if self.fleet is not None and now - self._fleet_read_at >= FLEET_REFRESH:
             self._fleet_read_at = now
             with contextlib.suppress(Exception):
@@ -300,16 +301,21 @@ class Sidecar:
             self.world.wake()
         probes = self.config.probes
         deadline = time.monotonic() + min(timeout, max((p.timeout for p in probes.values()), default=0) + 2)
+        results: dict[str, Any] = {}
         while time.monotonic() < deadline and not self.stop.is_set():
-            results = self.probe_results
+            results = dict(self.core.probe_results) if self.core is not None else {}
             if len(results) >= len(probes) and all(r.at >= asked for n, r in results.items() if n in probes):
                 break
             self.stop.wait(0.05)
-        self.call(lambda: self.tick(self.clock()))
-        fresh = sorted(n for n, r in self.probe_results.items() if r.at >= asked)
-        return {"probes": fresh, "asked_at": asked, "signals_active": len(self.board.holding())}
+        view = self.call(lambda: (self.tick(self.clock()), self.snapshot_now())[1])
+        fresh = sorted(n for n, r in view.probes.items() if r.at >= asked)
+        return {"probes": fresh, "asked_at": asked, "signals_active": view.signals_active}
 
     # -- what it looks like (public; the core's own state is read on the core) --
+
+    def snapshot_now(self) -> Snapshot:
+        """The core's part of the snapshot (on the core thread)."""
+        return self.core.snapshot() if self.core is not None else Snapshot.empty(self.clock())
 
     def snapshot(self, timeout: float = 5.0) -> Snapshot:
         """The public view (telemetry, API, dashboard): the core's part built on the core thread."""
@@ -328,14 +334,6 @@ class Sidecar:
         return replace(core, running=live, thread_restarts=self.thread_restarts, events_seq=self.events.seq,
                        sources=sources)
 
-    def source_counters(self) -> dict[str, dict[str, int]]:
-        """Counters of every followed source, files and containers alike, by the file tailer's names."""
-        if self.world is None:
-            return {}
-        out = {name: dict(tail.stats) for name, tail in dict(self.world.sources).items()}
-        out.update({name: follower.counters() for name, follower in dict(self.world.container_logs).items()})
-        return out
-
     @property
     def thread_restarts(self) -> int:
         return self.world.thread_restarts if self.world is not None else 0
@@ -353,33 +351,8 @@ class Sidecar:
         return self.core.playbook_set if self.core is not None else None
 
     @property
-    def probe_results(self) -> dict[str, Any]:
-        return dict(self.core.probe_results) if self.core is not None else {}
-
-    @property
     def runs(self) -> list[FixRun]:
         return list(self.core.fixes.runs) if self.core is not None else []
-
-    @property
-    def board(self) -> SignalBoard:
-        assert self.core is not None
-        return self.core.board
-
-    @property
-    def started_at(self) -> float:
-        return self.core.started_at if self.core is not None else 0.0
-
-    @property
-    def last_check(self) -> float:
-        return self.core.last_check if self.core is not None else 0.0
-
-    @property
-    def loaded_at(self) -> float:
-        return self.core.loaded_at if self.core is not None else 0.0
-
-    @property
-    def reloads(self) -> int:
-        return self.core.reloads if self.core is not None else 0
 
     @property
     def reload_errors(self) -> int:
@@ -429,30 +402,3 @@ class Sidecar:
         if self.store is not None:
             self.store.close()
             self.store = None
-
-
-COLD_LIBRARIES = ("_duckdb",)  # big libraries used now and then: their code is paged out between uses
-MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now; dirty ones are swapped or kept, never dropped
-
-
-def _trim_heap() -> None:
-    """Give memory back to the OS: what Python freed (glibc keeps it otherwise; a steady few MB of RSS),
-    and the code pages of cold libraries.
-
-    DuckDB's start-up touches ~33 MB of its 66 MB library; an idle sidecar runs none of it until
-    the next fix or query, which faults back in the ~20 MB it needs (minor faults, from the page
-    cache). MADV_PAGEOUT is what the kernel does to those clean file pages under memory pressure,
-    done early; it never discards data. On kernels without it nothing changes.
-    """
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.malloc_trim(0)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        with open("/proc/self/maps") as maps:
-            for entry in maps:
-                fields = entry.split()
-                if len(fields) > 5 and fields[1] in ("r-xp", "r--p") and any(n in fields[5] for n in COLD_LIBRARIES):
-                    start, end = (int(x, 16) for x in fields[0].split("-"))
-                    libc.madvise(start, end - start, MADV_PAGEOUT)

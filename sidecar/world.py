@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import watchfiles
 from suture.engine.catalog import Catalog, Reload
 from suture.engine.config import Config
 from suture.engine.errors import ActionError
@@ -40,6 +39,7 @@ RESCAN = 1.0  # seconds between glob rescans when the file watcher is quiet (its
 TAIL_RATE, TAIL_BURST = 20.0, 5  # reads per second in the long run, reads at once after a quiet spell
 CHECKPOINT_SYNC = 5.0  # seconds between fsync'd saves of the read positions
 RELOAD_RESCAN = 5.0  # seconds between playbook folder rescans when no event arrives
+RELOAD_SETTLE = 0.1  # seconds of quiet after a change in the playbook folder before it is re-read
 
 
 class World:
@@ -172,12 +172,14 @@ class World:
         while not self.stop.is_set() and not folder.is_dir():
             self.stop.wait(RELOAD_RESCAN)
         # Editors that save by rename and ConfigMap `..data` symlink swaps are both changes in
-        # the folder; the periodic rescan (rust_timeout) catches anything the events miss.
-        for _changes in watchfiles.watch(
-            folder, stop_event=self.stop, debounce=100, step=100, rust_timeout=int(RELOAD_RESCAN * 1000),
-            yield_on_timeout=True, raise_interrupt=False, watch_filter=None,
-        ):
-            self.check_playbooks()
+        # the folder; the periodic rescan catches anything the events miss. `settle`: a file
+        # saved in place (truncate, then write) is read whole, not half written.
+        with Watcher([folder]) as watcher:
+            watcher.close_on(self.stop, name="suture-reload-stop")
+            while not self.stop.is_set():
+                watcher.wait(RELOAD_RESCAN, settle=RELOAD_SETTLE)
+                if not self.stop.is_set():
+                    self.check_playbooks()
 
     def check_playbooks(self) -> Reload | None:
         """Re-read the playbook folder (off the core); queue the swap if anything changed."""

@@ -122,13 +122,14 @@ def reload_memory(root: Path, reloads: int) -> tuple[float, float, int, float]:
     logging.getLogger("suture").addHandler(errors)
     sidecar = Sidecar(load_config(make_world(root), env={}))
     sidecar.open()
-    assert sidecar.catalog is not None
+    assert sidecar.world is not None
+    catalog = sidecar.world.catalog
     target = root / "playbooks" / "pb-050.yaml"
     proc = psutil.Process()
 
     def one(k: int) -> None:
         target.write_text(TEMPLATE.format(i=50, n=3 + k % 2, c=60 + k % 30))
-        result, change = sidecar.catalog.refresh()
+        result, change = catalog.refresh()
         sidecar.install(result, change)
 
     for k in range(50):  # warm up allocators and caches
