@@ -307,7 +307,11 @@ class Sidecar:
             if len(results) >= len(probes) and all(r.at >= asked for n, r in results.items() if n in probes):
                 break
             self.stop.wait(0.05)
-        view = self.call(lambda: (self.tick(self.clock()), self.snapshot_now())[1])
+        def tick_and_look() -> Snapshot:
+            self.tick(self.clock())
+            return self.snapshot_now()
+
+        view = self.call(tick_and_look)
         fresh = sorted(n for n, r in view.probes.items() if r.at >= asked)
         return {"probes": fresh, "asked_at": asked, "signals_active": view.signals_active}
 
