@@ -7,6 +7,7 @@ same condition written in two playbooks is one signal, evaluated once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -350,7 +351,7 @@ _ACTION_TYPES: dict[str, type[Action]] = {
 def action_as_json(action: Action) -> dict[str, object]:
     """An action as JSON data, for the journal: what a fix will do is on record before it starts."""
     data: dict[str, object] = {"kind": type(action).__name__}
-    for name in action.__dataclass_fields__:
+    for name in (f.name for f in dataclasses.fields(action)):  # not the ClassVar keyword
         value = getattr(action, name)
         data[name] = {"file": value.file, "line": value.line, "path": value.path} if name == "at" else (
             list(value) if isinstance(value, tuple) else value)
@@ -412,6 +413,7 @@ class Playbook:
     cooldown: float = 600.0
     max_attempts: int = 3
     mode: Literal["shadow", "ask", "auto"] = "auto"
+    scope: Literal["replica", "fleet"] = "replica"  # fleet: a shared target, one sidecar of the group acts
     on_inconclusive: Literal["rollback", "keep"] = "rollback"
     learning: Learning | None = None
     examples: Examples = Examples()
