@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .documents import load_checked
 from .errors import DocumentError, Problem
@@ -56,6 +56,26 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FleetConfig:
+    """``fleet:``: the PostgreSQL a group of replicas shares (docs/fleet.md).
+
+    ``postgres`` never holds a password (the loader refuses one); ``password`` is read from the
+    environment at load time and is left out of ``repr`` so no log or traceback shows it.
+    """
+
+    postgres: str
+    group: str = "default"
+    canary: int = 1
+    max_concurrent: int = 1
+    lease: float = 30.0
+    password_env: str = "PGPASSWORD"
+    password: str | None = field(default=None, repr=False, compare=False)
+
+
+LEASE_RANGE = (1.0, 3600.0)  # shorter cannot outlast one step; longer keeps a dead holder's target locked
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     file: Path
     name: str
@@ -75,7 +95,8 @@ class Config:
     notify_webhook: str | None = None
     notify_allowed_hosts: tuple[str, ...] = ()  # as written; see notify_hosts_allowed
     learning: Learning = field(default_factory=Learning)
-    fleet: str | None = None
+    fleet: str | None = None  # learning.fleet: the Parquet folder (no server)
+    fleet_pg: FleetConfig | None = None  # fleet: the PostgreSQL group
     max_line_bytes: int = 64 * 1024
     fixes_per_hour: int = 20
     backups_keep_last: int = 50
@@ -192,6 +213,7 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
     metrics_spec = data.get("metrics", {})
     limits = data.get("limits", {})
     metrics_interval = duration(("metrics", "interval"), metrics_spec.get("interval"), 5.0)
+    fleet_pg = _fleet(doc, data["fleet"], env, problems) if "fleet" in data else None
     if problems:
         raise DocumentError(problems)
     return Config(
@@ -217,11 +239,52 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
             prior_weight=float(learning_spec.get("prior_weight", 10)),
         ),
         fleet=str(_resolve(base, learning_spec["fleet"])) if "fleet" in learning_spec else None,
+        fleet_pg=fleet_pg,
         max_line_bytes=int(limits.get("max_line_bytes", 64 * 1024)),
         fixes_per_hour=int(limits.get("fixes_per_hour", 20)),
         backups_keep_last=int(data.get("backups", {}).get("keep_last", 50)),
         backups_keep_days=float(data.get("backups", {}).get("keep_days", 30)),
     )
+
+
+def _fleet(doc: Document, spec: Mapping[str, Any], env: Mapping[str, str], problems: list[Problem]) -> FleetConfig:
+    """``fleet:`` checked beyond the schema. No message repeats the URL: it may hold a secret."""
+    url = spec["postgres"]
+    problems.extend(doc.problem(("fleet", "postgres"), message) for message in postgres_url_problems(url))
+    lease = parse_duration(spec.get("lease", "30s"))
+    low, high = LEASE_RANGE
+    if not low <= lease <= high:
+        problems.append(doc.problem(("fleet", "lease"), f"a lease lasts from {low:.0f}s to {high / 60:.0f}m, got {spec['lease']}"))
+    password_env = spec.get("password_env", "PGPASSWORD")
+    return FleetConfig(
+        postgres=url,
+        group=spec.get("group", "default"),
+        canary=int(spec.get("canary", 1)),
+        max_concurrent=int(spec.get("max_concurrent", 1)),
+        lease=lease,
+        password_env=password_env,
+        password=env.get(password_env) or None,
+    )
+
+
+def postgres_url_problems(url: str) -> list[str]:
+    """What is wrong with a fleet URL, in words that never repeat it (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        return ["is not a URL: write postgresql://user@host[:port]/database"]
+    if parts.scheme not in ("postgres", "postgresql"):
+        return ["must start with postgresql:// (write postgresql://user@host[:port]/database)"]
+    out = []
+    query = parse_qs(parts.query)
+    if parts.password is not None or "password" in query:
+        out.append("must not hold a password: set PGPASSWORD (or the variable fleet.password_env names) instead")
+    if not parts.hostname and "host" not in query:
+        out.append("names no host (write postgresql://user@host[:port]/database)")
+    if not parts.path.strip("/") and "dbname" not in query:
+        out.append("names no database (write postgresql://user@host[:port]/database)")
+    return out
 
 
 def _host_name() -> str:

@@ -10,9 +10,11 @@
      │    ├── AtBound      the value is already at its min/max: no fix is possible
      │    └── Conflict     a file no longer holds what suture expects
      ├── BackupError       a backup cannot be written, read or verified
-     └── StoreError        the DuckDB history cannot be opened, migrated or written
+     ├── StoreError        the DuckDB history cannot be opened, migrated or written
+     └── FleetUnavailable  the fleet's PostgreSQL cannot be reached or refused a statement:
+                           fleet decisions fail closed (propose, never apply)
 
-Third-party errors (jsonschema, PyYAML, durable_rules, DuckDB) are mapped to
+Third-party errors (jsonschema, PyYAML, durable_rules, DuckDB, psycopg) are mapped to
 these at the one place that calls the library, with ``raise ... from exc``.
 """
 
@@ -88,3 +90,7 @@ class BackupError(SutureError):
 
 class StoreError(SutureError):
     """The DuckDB history cannot be opened, migrated, queried or written."""
+
+
+class FleetUnavailable(SutureError):
+    """The fleet's PostgreSQL is down, unreachable, too slow or refused a statement (fail closed)."""

@@ -115,6 +115,7 @@ class _PlaybookBuilder(Builder):
             cooldown=self.duration(("cooldown",), data.get("cooldown"), 600.0),
             max_attempts=int(data.get("max_attempts", 3)),
             mode=data.get("mode", "auto"),
+            scope=data.get("scope", "replica"),
             on_inconclusive=data.get("on_inconclusive", "rollback"),
             learning=Learning(
                 model=learning.get("model", "beta"), prior_weight=float(learning.get("prior_weight", 10))
