@@ -3,19 +3,58 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
-from suture.engine.playbook import ContainerCondition, LogCondition, MetricCondition, leaves
+from suture.engine.executor import FixRun
+from suture.engine.loader import PlaybookSet
+from suture.engine.playbook import ContainerCondition, LogCondition, MetricCondition, Playbook, leaves
+from suture.engine.rules import Match
 
+from .signals import SignalBoard
 from .snapshot import ConditionKind, ConditionView, RunView, Snapshot
+from .sources.base import ProbeResult
 
-if TYPE_CHECKING:  # the core imports this module; this one only reads the core's public attributes
-    from .core import Core
+
+class _Applying(Protocol):
+    fix_id: str
+    playbook: Playbook
+    started_at: float
+
+
+class _Fixes(Protocol):
+    runs: list[FixRun]
+
+    def applying(self) -> Sequence[_Applying]: ...
+
+
+class CoreState(Protocol):
+    """What of the core a snapshot reads (the core imports this module, never the other way)."""
+
+    clock: Callable[[], float]
+    board: SignalBoard
+    playbook_set: PlaybookSet | None
+    deferred: list[tuple[str, Match]]
+    started_at: float
+    loaded_at: float
+    last_check: float
+    reloads: int
+    reload_errors: int
+    core_errors: int
+
+    @property
+    def fixes(self) -> _Fixes: ...
+
+    @property
+    def playbooks(self) -> Mapping[str, Playbook]: ...
+
+    @property
+    def probe_results(self) -> Mapping[str, ProbeResult]: ...
 
 BUSIEST_OF = 100  # keys of a grouped log condition looked at for its count
 
 
-def core_snapshot(core: Core) -> Snapshot:
+def core_snapshot(core: CoreState) -> Snapshot:
     now = core.clock()
     board = core.board
     owners: dict[str, list[str]] = {}

@@ -370,10 +370,9 @@ def test_a_log_playbook_fires_on_a_container_source(
     assert lines is not None and float(lines[1]) >= 2
     assert 'suture_container_log_attaches_total{source="worker"} 1.0' in scrape
     assert 'suture_source_files{source="worker"} 1.0' in scrape
-    from suture.sidecar.api import Api
-    from suture.sidecar.dashboard import Dashboard
+    from suture.sidecar.dashboard_state import StateView
 
-    row = next(s for s in Dashboard(Api(r.sidecar)).dashboard_state()["sources"] if s["name"] == "worker")
+    row = next(s for s in StateView(r.sidecar).dashboard_state()["sources"] if s["name"] == "worker")
     assert row["pattern"] == container.name and row["stats"]["lines"] >= 2
     assert row["status"] in ("healthy", "critical"), row  # critical while the diagnosis holds
 
