@@ -10,6 +10,11 @@ volume or a synced bucket mount is enough.
 
 The history's own connection cannot touch files (see engine.sql), so Parquet
 goes through a separate in-memory DuckDB instance.
+
+This is one of two backends of :class:`GroupOutcomes` (the other sidecars' outcomes per
+playbook); the other is PostgreSQL (``sidecar.fleet_learning.PgFleetHistory``, fleet mode).
+Both are refreshed by a loop of the sidecar and answer ``outcomes`` from what they last read,
+so the decision path never waits on a disk or a network.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
@@ -60,6 +66,18 @@ def export_history(store: Store, folder: Path, name: str) -> list[Path]:
 
 def _quote(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+class GroupOutcomes(Protocol):
+    """The other sidecars' outcomes per playbook, as last read (``refresh`` reads again)."""
+
+    error: str  # why the last refresh failed ("" when it did not); the last good counts stay
+
+    def refresh(self) -> None: ...
+
+    def outcomes(self, playbook_id: str) -> tuple[int, int]:
+        """(successes, failures) of this playbook's applied fixes on the other sidecars of the group."""
+        ...
 
 
 class FleetHistory:
