@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import typing
 
 from suture.engine.build_actions import _CONFINED, ACTIONS
 from suture.engine.build_conditions import LEAVES
 from suture.engine.conditions import _CHECKS
 from suture.engine.documents import load_schema
-from suture.engine.playbook import LEAF_TYPES, Action
+from suture.engine.playbook import (
+    LEAF_TYPES,
+    Action,
+    Adjust,
+    Exec,
+    Notify,
+    Replace,
+    Restart,
+    Restore,
+    SetValue,
+    Stop,
+    Where,
+    action_as_json,
+    action_from_json,
+)
 
 SCHEMA = load_schema("playbook")["$defs"]
 ACTION_TYPES = typing.get_args(Action)
@@ -37,3 +52,25 @@ def test_every_action_type_is_confined() -> None:
 def test_every_leaf_type_is_judged_by_some_reading() -> None:
     """holds() knows every leaf type."""
     assert {condition for condition, _ in _CHECKS} == set(LEAF_TYPES)
+
+
+def test_every_action_type_survives_the_journal() -> None:
+    """An action of each type, written to the journal's JSON and read back, is the same action (its
+    ``keyword`` is the type's, not a field: it is neither written nor expected back)."""
+    at = Where(file="pb.yaml", line=3, path="fix[0]")
+    examples = [
+        Adjust(file="c.yaml", key="k", op="multiply", amount=2.0, maximum=5.0, at=at),
+        SetValue(file="c.yaml", key="k", value=True, at=at),
+        Replace(file="c.txt", regex="a+", with_="b", at=at),
+        Restore(file="c.yaml", at=at),
+        Restart(container="app", at=at),
+        Stop(container="app", timeout=3.0, at=at),
+        Exec(argv=("systemctl", "restart", "app"), timeout=5.0, at=at),
+        Notify(webhook="https://hooks.example.test/x", at=at),
+    ]
+    assert {type(a) for a in examples} == set(ACTION_TYPES)
+
+    back = [action_from_json(json.loads(json.dumps(action_as_json(a)))) for a in examples]
+
+    assert back == examples
+    assert [b.at for b in back] == [at] * len(examples)
