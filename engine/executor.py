@@ -31,6 +31,7 @@ from .errors import ActionError, AtBound, BackupError, PathRefused
 from .fix import FixRun, Outcome, new_id
 from .paths import resolve_target
 from .playbook import Playbook, action_as_json
+from .status import DECLINED
 from .steps import EffectRequest, Steps, drive
 from .store import Store
 from .undo import Undo, brief, error_detail
@@ -78,7 +79,7 @@ class Executor(Endings):
     ) -> str:
         """Insert the fix row and its first steps; return the fix id."""
         fix_id = self.ids("f", now)
-        types = sorted({type(a).__name__.lower().replace("setvalue", "set") for a in pb.fix})
+        types = sorted({a.keyword for a in pb.fix})
         self.store.begin_fix(
             fix_id,
             decision,
@@ -142,7 +143,7 @@ class Executor(Endings):
 
     def _record_only(self, fix_id: str, pb: Playbook, decision: Decision, now: float) -> Outcome:
         """propose / shadow / skip: say what the fix would change, touch nothing."""
-        status = {"propose": "proposed", "shadow": "shadow", "skip": "skipped"}[decision.verdict]
+        status = DECLINED[decision.verdict]
         detail = decision.reason
         if decision.verdict in ("propose", "shadow"):
             try:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from suture.engine.config import load_config
+from suture.engine.status import APPLIED_FINAL
 from suture.engine.store import QueryResult
 
 from .runtime import Event, Sidecar
@@ -49,7 +50,7 @@ LABELS = {
     "inconclusive": "INCONCLUSIVE",
     "error": "ERROR",
 }
-FINAL = {"succeeded", "rolled_back", "failed", "exhausted", "conflict", "inconclusive"}
+FINAL = APPLIED_FINAL  # the states an applied fix ends in
 
 
 def demo_source() -> Path:
