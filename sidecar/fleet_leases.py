@@ -14,8 +14,8 @@ each acquisition takes ``nextval('fleet_fence')`` (and at least the row's token 
 row have been rewritten by hand). Expiry is the server's clock (``clock_timestamp()``), the one
 clock every sidecar shares: a sidecar with a wrong clock cannot steal or keep a lease.
 
-Acquisition is one transaction under a transaction-scoped advisory lock on (group, playbook),
-so ``max_concurrent`` (leases held at once for one playbook, across its keys) is counted and
+Acquisition is one upsert; with ``max_concurrent`` it is one transaction under a
+transaction-scoped advisory lock on (group, playbook), so ``max_concurrent`` (leases held at once for one playbook, across its keys) is counted and
 enforced atomically. A row whose expiry lies further ahead than ten times the asked TTL was
 not written by a renewal (which extends by one TTL): it is treated as expired, so a buggy or
 hostile holder cannot lock a target for ever.
@@ -63,9 +63,10 @@ class Leases:
         ``max_concurrent`` leases of this playbook are held already on other keys)."""
         args = {"grp": group, "pb": playbook_id, "key": key, "holder": holder, "ttl": float(ttl),
                 "factor": HOSTILE_FACTOR}
-        with self.fleet.transaction() as pg:
-            pg.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{group}\x1f{playbook_id}"])
+        # without a cap the upsert alone is atomic: one statement, one round trip
+        with self.fleet.transaction(atomic=max_concurrent is not None) as pg:
             if max_concurrent is not None:
+                pg.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{group}\x1f{playbook_id}"])
                 row = pg.execute(HELD_ELSEWHERE, args).fetchone()
                 held = as_count(row[0] if row else 0)
                 if held >= max_concurrent:
@@ -86,7 +87,7 @@ class Leases:
 
     def check(self, lease: Lease) -> bool:
         """Whether ``lease`` is still the newest one on its target and unexpired (server time)."""
-        with self.fleet.transaction() as pg:
+        with self.fleet.transaction(atomic=False) as pg:
             row = pg.execute(
                 """SELECT token = %s AND holder = %s AND expires_at > clock_timestamp() FROM fleet_leases
                    WHERE grp = %s AND playbook_id = %s AND key = %s""",
@@ -96,7 +97,7 @@ class Leases:
 
     def renew(self, lease: Lease, ttl: float) -> Lease | None:
         """Extend a lease still held to now + ``ttl``; None when it expired or was taken over."""
-        with self.fleet.transaction() as pg:
+        with self.fleet.transaction(atomic=False) as pg:
             row = pg.execute(
                 """UPDATE fleet_leases SET expires_at = clock_timestamp() + make_interval(secs => %s)
                    WHERE grp = %s AND playbook_id = %s AND key = %s AND token = %s AND holder = %s
@@ -111,7 +112,7 @@ class Leases:
 
     def release(self, lease: Lease) -> bool:
         """Give the lease up (the row and its token stay); False if it was not ours any more."""
-        with self.fleet.transaction() as pg:
+        with self.fleet.transaction(atomic=False) as pg:
             cur = pg.execute(
                 """UPDATE fleet_leases SET holder = NULL, expires_at = clock_timestamp()
                    WHERE grp = %s AND playbook_id = %s AND key = %s AND token = %s AND holder = %s""",
@@ -123,7 +124,7 @@ class Leases:
 
     def held(self, group: str, playbook_id: str) -> int:
         """Leases of this playbook held now across the group (what max_concurrent caps)."""
-        with self.fleet.transaction() as pg:
+        with self.fleet.transaction(atomic=False) as pg:
             row = pg.execute(
                 """SELECT count(*) FROM fleet_leases WHERE grp = %s AND playbook_id = %s AND holder IS NOT NULL
                    AND expires_at > clock_timestamp()""",
@@ -134,7 +135,7 @@ class Leases:
     def fixes_last_hour(self, group: str) -> int:
         """Fixes applied across the group that started within the last hour (the group-wide hourly cap),
         as shipped so far: a fix reaches PostgreSQL when its sidecar's outbox ships it."""
-        with self.fleet.transaction() as pg:
+        with self.fleet.transaction(atomic=False) as pg:
             row = pg.execute(
                 """SELECT count(*) FROM fleet_fixes WHERE grp = %s AND decision = 'apply'
                    AND started_at >= clock_timestamp() - make_interval(secs => %s)""",

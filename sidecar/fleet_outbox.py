@@ -102,14 +102,11 @@ class Shipper:
         pending = self._pending(limit=self.batch)
         if not pending:
             return ShipReport()
-        fixes, steps, marks = [], [], []
-        for row in pending:
-            fix = dict(zip((*FIX_COLUMNS, "row_hash", "steps_shipped", "shipped_hash"), row, strict=True))
-            if fix["shipped_hash"] != fix["row_hash"]:
-                fixes.append(self._fix_params(fix))
-            new = self._steps(str(fix["id"]), int(fix["steps_shipped"]))
-            steps.extend(new)
-            marks.append((fix["id"], fix["row_hash"], max([int(fix["steps_shipped"]), *(s[3] for s in new)])))
+        rows = [dict(zip((*FIX_COLUMNS, "row_hash", "steps_shipped", "shipped_hash"), r, strict=True)) for r in pending]
+        fixes = [self._fix_params(fix) for fix in rows if fix["shipped_hash"] != fix["row_hash"]]
+        steps = self._steps({str(fix["id"]): int(fix["steps_shipped"]) for fix in rows})
+        last = {fix_id: seq for _, _, fix_id, seq, *_ in steps}  # steps come in seq order
+        marks = [(fix["id"], fix["row_hash"], last.get(fix["id"], int(fix["steps_shipped"]))) for fix in rows]
         new_fixes = new_steps = 0
         with self.fleet.transaction() as pg, pg.cursor() as cur:
             if fixes:
@@ -138,13 +135,16 @@ class Shipper:
         rows: list[tuple[Any, ...]] = self.local.execute(PENDING_SQL, [limit]).fetchall()
         return rows
 
-    def _steps(self, fix_id: str, after: int) -> list[tuple[Any, ...]]:
+    def _steps(self, after: dict[str, int]) -> list[tuple[Any, ...]]:
+        """The steps of these fixes past each one's shipped seq, in seq order, as fleet_steps parameters."""
         rows = self.local.execute(
-            "SELECT seq, step, happened_at, detail FROM fix_steps WHERE fix_id = ? AND seq > ? ORDER BY seq",
-            [fix_id, after],
+            """SELECT s.fix_id, s.seq, s.step, s.happened_at, s.detail
+               FROM fix_steps s JOIN (SELECT unnest(?) AS fix_id, unnest(?) AS after) p ON p.fix_id = s.fix_id
+               WHERE s.seq > p.after ORDER BY s.fix_id, s.seq""",
+            [list(after), list(after.values())],
         ).fetchall()
         out = []
-        for seq, step, happened_at, detail in rows:
+        for fix_id, seq, step, happened_at, detail in rows:
             decoded = _json(detail)
             out.append((self.group, self.sidecar, fix_id, int(seq), _text(step), _utc(happened_at),
                         json.dumps(decoded), fence_of(decoded)))
@@ -164,13 +164,8 @@ class Shipper:
         return (self.group, self.sidecar, *values)
 
     def _mark(self, marks: Sequence[tuple[Any, ...]]) -> None:
-        self.local.execute("BEGIN TRANSACTION")
-        try:
-            self.local.executemany("INSERT OR REPLACE INTO fleet_outbox VALUES (?, ?, ?)", list(marks))
-            self.local.execute("COMMIT")
-        except BaseException:
-            self.local.execute("ROLLBACK")
-            raise
+        columns = [list(column) for column in zip(*marks, strict=True)]  # one statement: executemany is slow in DuckDB
+        self.local.execute("INSERT OR REPLACE INTO fleet_outbox SELECT unnest(?), unnest(?), unnest(?)", columns)
 
 
 def _count_true(cur: Any) -> int:

@@ -79,12 +79,16 @@ class FleetConnection:
             self._drop()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[PgConnection]:
-        """One transaction on the connection, committed when the block ends; FleetUnavailable on any failure."""
+    def transaction(self, *, atomic: bool = True) -> Iterator[PgConnection]:
+        """One transaction on the connection, committed when the block ends; FleetUnavailable on any failure.
+
+        ``atomic=False``: each statement commits on its own (no BEGIN/COMMIT round trips), for a block
+        of one statement, or of reads that need no common snapshot.
+        """
         with self._lock:
             conn = self._connected()
             try:
-                with conn.transaction():
+                with conn.transaction() if atomic else contextlib.nullcontext():
                     yield conn
             except psycopg.Error as exc:
                 message = self._scrub(_first_line(exc))
