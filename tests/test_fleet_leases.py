@@ -94,13 +94,13 @@ def test_tokens_grow_across_holders_releases_and_keys(leases: Leases) -> None:
 
 
 def test_a_renewed_lease_outlives_its_first_ttl(leases: Leases) -> None:
-    """Renewing a 0.5 s lease keeps it: after 0.6 s it is still checked true, with the same token."""
-    got = take(leases, "orders-1", ttl=0.5)
+    """Renewing a 1 s lease keeps it: after 1.2 s it is still checked true, with the same token."""
+    got = take(leases, "orders-1", ttl=1.0)
     assert isinstance(got, Lease)
-    time.sleep(0.3)
-    renewed = leases.renew(got, 0.5)
+    time.sleep(0.6)
+    renewed = leases.renew(got, 1.0)
     assert renewed is not None and renewed.token == got.token and renewed.expires_at > got.expires_at
-    time.sleep(0.3)
+    time.sleep(0.6)
     assert leases.check(renewed)
     assert isinstance(take(leases, "orders-2"), Held)
 
