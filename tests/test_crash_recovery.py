@@ -134,6 +134,7 @@ def one_run(root: Path, point: str, seed: int) -> Run:
     return run
 
 
+@pytest.mark.timeout(300)  # 56 sidecar processes, two at a time: ~90 s on a quiet machine, more on a busy one
 def test_sigkill_at_random_points_of_a_fix_never_leaves_a_file_half_changed(tmp_path):
     """56 runs, every kill point at least 6 times: byte-identical files, no unfinished fix, no temp file."""
     rnd = random.Random(20261126)
