@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from suture.engine.decide import Decision, Gate, Outcomes
-from suture.engine.fleet import FleetHistory
+from suture.engine.fleet import GroupOutcomes
 from suture.engine.store import Store
 
 HOUR = 3600.0
@@ -33,9 +33,9 @@ class History(Protocol):
 
 
 class LiveHistory:
-    """This sidecar's journal, plus the fleet's outcomes when shared."""
+    """This sidecar's journal, plus the group's outcomes when shared (a Parquet folder or PostgreSQL)."""
 
-    def __init__(self, store: Store, fleet: FleetHistory | None = None) -> None:
+    def __init__(self, store: Store, fleet: GroupOutcomes | None = None) -> None:
         self.store = store
         self.fleet = fleet
 

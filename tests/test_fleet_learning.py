@@ -74,7 +74,7 @@ def test_live_history_takes_either_backend(tmp_path: Path, fleet: FleetConnectio
                                      FleetHistory(tmp_path / "shared", "c")]
     for backend in backends:
         backend.refresh()
-        outcomes = LiveHistory(own.store, backend).outcomes(PB)  # type: ignore[arg-type]
+        outcomes = LiveHistory(own.store, backend).outcomes(PB)
         assert (outcomes.successes, outcomes.fleet_successes, outcomes.fleet_failures) == (1, 4, 0)
     own.store.close()
 
