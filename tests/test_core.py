@@ -122,7 +122,7 @@ def live(root: Path, lines: list[tuple[float, str]]) -> list[Decided]:
     log = root / "target" / "logs" / "app.log"
     expected = 0
     try:
-        for at, text in lines:
+        for n, (at, text) in enumerate(lines, start=1):
             now[0] = at
             # time passes before the line comes: the core's periodic tick (every 0.5 s of a real clock) ages
             # the windows; on this test's clock it is asked for, at the line's time, as replay does
@@ -131,9 +131,11 @@ def live(root: Path, lines: list[tuple[float, str]]) -> list[Decided]:
                 fh.write(f"{stamp(at)} {text}\n")
             expected += matches_per_line(root, text)
             deadline = time.monotonic() + 10
-            while sum(sidecar.snapshot().condition_matches.values()) < expected:  # the core has taken the line
+            while sum((view := sidecar.snapshot()).condition_matches.values()) < expected:  # the core took the line
                 assert time.monotonic() < deadline, f"the sidecar did not read {text!r}"
                 time.sleep(0.002)
+            counters = view.sources["app"].counters
+            assert (counters["lines"], counters["partial_flushes"]) == (n, 0), (n, text, dict(counters))
     finally:
         sidecar.stop.set()
         thread.join(10)

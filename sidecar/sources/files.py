@@ -121,7 +121,7 @@ class FileSource:
         self._track(self._expand(), now)
         for tf in list(self._files.values()):
             try:
-                tf.read(now, out)
+                tf.read(self._clock, out)
             except OSError as exc:
                 self.stats["errors"] += 1
                 log.warning("%s: reading %s failed: %s", self.name, tf.path, exc)

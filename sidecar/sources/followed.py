@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,17 +109,23 @@ class FollowedFile:
 
     # -- reading --
 
-    def read(self, now: float, out: list[Line]) -> None:
-        """Append what is new to ``out``; ``at_eof`` False afterwards: a per-poll cap stopped it (read again soon)."""
+    def read(self, clock: Callable[[], float], out: list[Line]) -> None:
+        """Append what is new to ``out``; ``at_eof`` False afterwards: a per-poll cap stopped it (read again soon).
+
+        Lines are stamped with the clock read *after* their bytes were (never before: a line written
+        between a time taken early and the read would carry a time before it existed).
+        """
         f = self.framing
         self._check_identity(os.fstat(self.fd).st_size, out)
         budget, stop = f.max_poll_bytes, len(out) + f.max_poll_lines
         self.at_eof = False
+        now = clock()
         while budget > 0:
             data = os.pread(self.fd, min(f.chunk, budget), self.pos)
             if not data:
                 self.at_eof = True
                 break
+            now = clock()
             self.grew_at = now
             budget -= len(data)
             if not self._feed(data, now, out, stop):
