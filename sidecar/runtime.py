@@ -35,7 +35,7 @@ from suture.engine.config import Config
 from suture.engine.decide import Decision, Outcomes
 from suture.engine.errors import SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
-from suture.engine.fleet import FleetHistory, export_history
+from suture.engine.fleet import FleetHistory, GroupOutcomes, export_history
 from suture.engine.playbook import Playbook
 from suture.engine.status import FINAL
 from suture.engine.store import Store
@@ -43,6 +43,7 @@ from suture.engine.store import Store
 from .core import Core, Decided, Meter
 from .effects import Effects
 from .events import ALERTS, Event, EventLog, Listener, clean, level_of
+from .fleet_worker import Fleet, FleetWorker
 from .heap import trim_heap
 from .history import LiveHistory
 from .observations import Command, Observation, Playbooks, Tick
@@ -118,6 +119,8 @@ class Sidecar:
         self.telemetry = Telemetry(self.snapshot)
         self.api_url: str | None = None  # set by sidecar.transport.serve
         self.fleet: FleetHistory | None = None  # other sidecars' outcomes (learning.fleet), when configured
+        self.group: Fleet | None = None  # the fleet on PostgreSQL (fleet: in suture.yaml), when configured
+        self.fleet_worker: FleetWorker | None = None
         self.core: Core | None = None
         self.world: World | None = None
         self.workers: EffectWorkers | None = None
@@ -142,6 +145,8 @@ class Sidecar:
             self.effects.notifier().send(body)  # queued; never blocks the core
         if event.kind in FINAL and self.fleet is not None:
             self._share_history()
+        if event.kind in FINAL and self.fleet_worker is not None:
+            self.fleet_worker.poke()  # ship the outcome now, not at the next interval
         for listener in self.listeners:
             try:
                 listener(event)
@@ -163,8 +168,10 @@ class Sidecar:
                      cfg.backups_keep_last, cfg.backups_keep_days)
         if cfg.fleet:
             self.fleet = FleetHistory(Path(cfg.fleet), cfg.name)
+        self.group = Fleet.open(cfg, self.store)  # connects lazily: never waits here
+        pooled: GroupOutcomes | None = self.group.pooled if self.group is not None else self.fleet
         self.workers = EffectWorkers(self.effects, self._put, clock=self.clock)
-        self.core = Core(cfg, executor=executor, history=LiveHistory(self.store, self.fleet), clock=self.clock,
+        self.core = Core(cfg, executor=executor, history=LiveHistory(self.store, pooled), clock=self.clock,
                          emit=self._sink, port=self.workers, meter=_TelemetryMeter(self.telemetry),
                          matchers=self.matchers, hooks=self.hooks, decisions=self.decisions)
         for outcome in executor.recover(self.clock()):  # on_rollback runs inline: nothing is watched yet
@@ -195,6 +202,9 @@ class Sidecar:
         core.started_at = self.clock()
         self._core_thread = threading.get_ident()
         self.world.start()
+        if self.group is not None:  # ships the journal to PostgreSQL and reads the group's outcomes
+            self.fleet_worker = FleetWorker(self.group)
+            self.world.spawn("fleet", self.fleet_worker.run, self.stop)
         self.ready.set()
         last_tick = 0.0
         try:
@@ -336,7 +346,7 @@ class Sidecar:
                 sources[name] = SourceView(name=name, kind="container", counters=follower.counters(),
                                            state=follower.state, detail=follower.stats.detail)
         return replace(core, running=live, thread_restarts=self.thread_restarts, events_seq=self.events.seq,
-                       sources=sources)
+                       sources=sources, fleet=self.group.background.state if self.group is not None else None)
 
     @property
     def thread_restarts(self) -> int:
@@ -395,14 +405,18 @@ class Sidecar:
 
     def shutdown(self) -> None:
         self.stop.set()
+        if self.fleet_worker is not None:
+            self.fleet_worker.poke()  # its loop sees stop at once
         if self.workers is not None:
             self.workers.close(timeout=1.0)
         if self.core is not None:
             self.core.shutdown()
-        if self.world is not None:
-            self.world.close()
         if self._own_effects and isinstance(self.effects, Effects):
             self.effects.close(timeout=1.0)
+        if self.world is not None:
+            self.world.close()  # the fleet thread among them: nothing ships from here on
+        if self.group is not None:
+            self.group.close()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from suture.engine.errors import Problem
+from suture.engine.fleet_values import FleetState
 from suture.engine.playbook import Playbook
 
 from .sources.base import ProbeResult
@@ -80,6 +81,7 @@ class Snapshot:
     thread_restarts: int = 0
     events_seq: int = 0
     sources: Mapping[str, SourceView] = field(default_factory=dict)
+    fleet: FleetState | None = None  # the fleet connection on PostgreSQL (None: no fleet: configured)
     playbook_problems: tuple[Problem, ...] = ()  # each problem of the playbook folder now (``problems`` counts them)
 
     @classmethod

@@ -69,6 +69,12 @@ class _StateCollector(Collector):
                                   value=now.core_errors)
         yield CounterMetricFamily("suture_thread_restarts", "Source, probe or reload loops restarted after they raised.",
                                   value=now.thread_restarts)
+        if now.fleet is not None:
+            yield GaugeMetricFamily("suture_fleet_connected", "1 while the fleet's PostgreSQL answers (fleet: configured).",
+                                    value=1.0 if now.fleet.connected else 0.0)
+            yield GaugeMetricFamily("suture_fleet_consecutive_failures",
+                                    "Failed attempts to reach the fleet's PostgreSQL since it last answered.",
+                                    value=now.fleet.failures)
 
 
 def _sources(now: Snapshot) -> Iterator[Metric]:
