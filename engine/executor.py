@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from .actions import EffectRunner, FilePlan, Plan, plan_fix
 from .backup import BackupStore, atomic_write, read_nofollow, sha256_bytes
@@ -100,20 +101,9 @@ class Executor(Endings):
         )
         return fix_id
 
-    def start(
-        self,
-        pb: Playbook,
-        decision: Decision,
-        *,
-        now: float,
-        facts: tuple[str, ...] = (),
-        errors_before: int | None = None,
-        proposal_id: str | None = None,
-        approved_by: str | None = None,
-    ) -> FixRun | Outcome:
-        """:meth:`begin`, with its effects run inline (tests, tools)."""
-        return drive(self.begin(pb, decision, now=now, facts=facts, errors_before=errors_before,
-                                proposal_id=proposal_id, approved_by=approved_by), self.effects)
+    def start(self, pb: Playbook, decision: Decision, **record: Any) -> FixRun | Outcome:
+        """:meth:`begin` (same arguments), with its effects run inline (tests, tools)."""
+        return drive(self.begin(pb, decision, **record), self.effects)
 
     def begin(
         self,

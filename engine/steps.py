@@ -82,9 +82,3 @@ def drive(steps: Steps[T], runner: EffectRunner | None, clock: Callable[[], floa
     except StopIteration as stop:
         value: T = stop.value
         return value
-
-
-def done(value: T) -> Steps[T]:
-    """Steps that need no effect: ``value`` at once (for a ``yield from`` that may have nothing to wait for)."""
-    return value
-    yield  # pragma: no cover  (makes this a generator)

@@ -34,7 +34,6 @@ class Event:
 
 
 Listener = Callable[[Event], None]
-Emit = Callable[[str, str], None]
 
 
 def clean(message: str) -> str:

@@ -43,7 +43,6 @@ class EffectWorkers:
         self._busy: set[str] = set()
         self._waiting = 0
         self._closed = False
-        self.running = 0
         self._threads = [threading.Thread(target=self._work, name=f"suture-effects-{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
@@ -72,13 +71,11 @@ class EffectWorkers:
             job, request = self._jobs[target].popleft()
             self._busy.add(target)
             self._waiting -= 1
-            self.running += 1
             return target, job, request
 
     def _done(self, target: str) -> None:
         with self._lock:
             self._busy.discard(target)
-            self.running -= 1
             if self._jobs.get(target):
                 self._ready.append(target)
                 self._lock.notify()
