@@ -7,6 +7,9 @@
     fleet_leases          one row per (grp, playbook_id, key): holder, fencing token, expiry
     fleet_fence           (sequence) where every fencing token comes from
     fleet_suspensions     a playbook suspended for a whole group until a person resumes it
+    fleet_canaries        the replicas trying a playbook version first, and what became of their fixes
+    fleet_starts          every fix the group let start (the group-wide hourly cap counts these)
+    fleet_replicas        one row per sidecar of a group: last seen, version, connection, what it runs
 
 Writes are idempotent by key: a fix shipped twice is one row, a step shipped twice is one row.
 ``migrate`` takes a transaction-scoped advisory lock first, so sidecars starting together
@@ -104,6 +107,45 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         CREATE UNIQUE INDEX fleet_suspensions_one_active ON fleet_suspensions (grp, playbook_id)
             WHERE resumed_at IS NULL;
+        """,
+    ),
+    (
+        2,
+        "canaries, starts, replicas",
+        """
+        CREATE TABLE fleet_canaries (
+            grp text NOT NULL,
+            playbook_id text NOT NULL,
+            playbook_version text NOT NULL,
+            fix_id text NOT NULL,
+            sidecar text NOT NULL,
+            state text NOT NULL CHECK (state IN ('running', 'succeeded', 'failed', 'abandoned', 'resumed')),
+            detail text NOT NULL DEFAULT '',
+            started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            expires_at timestamptz NOT NULL,
+            ended_at timestamptz,
+            PRIMARY KEY (grp, playbook_id, fix_id)
+        );
+        CREATE INDEX fleet_canaries_by_version ON fleet_canaries (grp, playbook_id, playbook_version, state);
+        CREATE TABLE fleet_starts (
+            grp text NOT NULL,
+            playbook_id text NOT NULL,
+            fix_id text NOT NULL,
+            sidecar text NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (grp, sidecar, fix_id)
+        );
+        CREATE INDEX fleet_starts_by_time ON fleet_starts (grp, started_at);
+        CREATE TABLE fleet_replicas (
+            grp text NOT NULL,
+            sidecar text NOT NULL,
+            suture_version text NOT NULL DEFAULT '',
+            playbooks integer NOT NULL DEFAULT 0,
+            in_flight integer NOT NULL DEFAULT 0,
+            started_at timestamptz,
+            seen_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (grp, sidecar)
+        );
         """,
     ),
 )

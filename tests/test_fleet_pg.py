@@ -18,7 +18,8 @@ from .conftest import Clock
 from .fleet_helpers import FleetDb, Proxy, fleet_db, proxy  # noqa: F401 (fixtures)
 from .servers import PostgresServer
 
-TABLES = ["fleet_fixes", "fleet_leases", "fleet_schema_version", "fleet_steps", "fleet_suspensions"]
+TABLES = ["fleet_canaries", "fleet_fixes", "fleet_leases", "fleet_replicas", "fleet_schema_version", "fleet_starts",
+          "fleet_steps", "fleet_suspensions"]
 
 
 def test_a_new_database_is_migrated_to_the_latest_version(fleet_db: FleetDb) -> None:
