@@ -44,12 +44,20 @@ class Suspensions:
             return cur.rowcount == 1
 
     def resume(self, group: str, playbook_id: str, *, by: str) -> bool:
-        """Lift the group's suspension of the playbook; False when it was not suspended."""
+        """Lift the group's suspension of the playbook; False when it was not suspended.
+
+        The failed canaries behind it are marked ``resumed`` in the same transaction, so the next
+        match starts a new canary instead of finding the old failure again."""
         with self.fleet.transaction() as pg:
             cur = pg.execute(
                 """UPDATE fleet_suspensions SET resumed_at = clock_timestamp(), resumed_by = %s
                    WHERE grp = %s AND playbook_id = %s AND resumed_at IS NULL""",
                 [by, group, playbook_id],
+            )
+            pg.execute(
+                """UPDATE fleet_canaries SET state = 'resumed', ended_at = coalesce(ended_at, clock_timestamp())
+                   WHERE grp = %s AND playbook_id = %s AND state = 'failed'""",
+                [group, playbook_id],
             )
             return cur.rowcount > 0
 
