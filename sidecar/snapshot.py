@@ -15,6 +15,7 @@ from suture.engine.errors import Problem
 from suture.engine.fleet_values import FleetState
 from suture.engine.playbook import Playbook
 
+from .fleet_view import FleetOverview
 from .sources.base import ProbeResult
 
 ConditionKind = Literal["log", "probe", "metric", "container"]
@@ -82,6 +83,7 @@ class Snapshot:
     events_seq: int = 0
     sources: Mapping[str, SourceView] = field(default_factory=dict)
     fleet: FleetState | None = None  # the fleet connection on PostgreSQL (None: no fleet: configured)
+    fleet_overview: FleetOverview | None = None  # the group as last read by the fleet worker (None: not yet)
     playbook_problems: tuple[Problem, ...] = ()  # each problem of the playbook folder now (``problems`` counts them)
 
     @classmethod
