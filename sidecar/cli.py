@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("history", parents=[common], help="query the outcome history with SQL")
-    p.add_argument("--sql", help="a SELECT over fixes, fix_steps (default: the last 20 fixes)")
+    p.add_argument("--sql", help="a SELECT over fixes, fix_steps (default: the last 20 fixes); "
+                   "with --fleet, over the group's fleet_* tables")
+    p.add_argument("--fleet", action="store_true",
+                   help="query the group's PostgreSQL (fleet: in the config) instead, in a read-only transaction")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.add_argument("--max-rows", type=int, default=1000, help="cut the answer here (default 1000)")
     p.add_argument("--export", metavar="DIR", help="write DIR/<name>/fixes.parquet and fix_steps.parquet")
@@ -114,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", parents=[common], help="let a suspended playbook act again")
     p.add_argument("playbook_id")
     p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who resumes it (recorded)")
+    p.add_argument("--fleet", action="store_true",
+                   help="lift the group's suspension (a failed canary) in its PostgreSQL, sidecar running or not")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("replay", parents=[common], help="offline: which playbooks would fire on recorded logs, and when")

@@ -4,7 +4,8 @@
 DuckDB lets one process open the history file: while a sidecar runs (its API answers), these
 ask it through :class:`~.client.Client`; otherwise ``history``, ``backups``, ``proposals``,
 ``rollback`` and ``resume`` open the file themselves. ``approve``, ``explain`` and ``suspend``
-need the running sidecar (it owns the validation window).
+need the running sidecar (it owns the validation window). ``history --fleet`` and ``resume
+--fleet`` go to the group's PostgreSQL (``fleet:`` in the config) directly, sidecar or not.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from suture.engine.backup import BackupStore
 from suture.engine.config import Config
@@ -27,6 +28,9 @@ from .client import Client
 from .commands import config_of
 from .operations import read_only_query
 from .tables import print_table
+
+if TYPE_CHECKING:
+    from .fleet_pg import FleetConnection
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,6 +68,8 @@ def cmd_export(config: Config, folder: Path) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     config = config_of(args)
+    if args.fleet:
+        return cmd_history_fleet(config, args)
     if args.export:
         return cmd_export(config, Path(args.export))
     client = Client(config)
@@ -84,6 +90,44 @@ def cmd_history(args: argparse.Namespace) -> int:
         print_table(columns, rows)
     if truncated:
         print(f"(cut at {args.max_rows} rows; use --max-rows)", file=sys.stderr)
+    return 0
+
+
+def _fleet_of(config: Config, what: str, **options: Any) -> tuple[FleetConnection, str]:
+    """A connection to the group's PostgreSQL (nothing is sent yet) and the group's name."""
+    if config.fleet_pg is None:
+        raise SutureError(f"{what} works on the group's PostgreSQL, and {config.file} has no fleet: section "
+                          "(see docs/fleet.md)")
+    from .fleet_pg import FleetConnection
+
+    return FleetConnection.from_config(config.fleet_pg, name=f"{config.name} cli", **options), config.fleet_pg.group
+
+
+def cmd_history_fleet(config: Config, args: argparse.Namespace) -> int:
+    """``history --fleet``: the group's PostgreSQL, read-only (sidecar/fleet_sql.py says how)."""
+    from .fleet_sql import RECENT_FLEET_FIXES, as_json_value, display, fleet_query
+
+    if args.export:
+        raise SutureError("--export writes this sidecar's own history; it does not go with --fleet")
+    if args.max_rows < 1 or not 0 < args.timeout <= 3600:
+        raise SutureError("--max-rows must be at least 1 and --timeout within (0, 3600] seconds")
+    fleet, group = _fleet_of(config, "history --fleet", statement_timeout=args.timeout)
+    try:
+        if args.sql:
+            answer = fleet_query(fleet, args.sql, max_rows=args.max_rows)
+        else:  # the group's last 20 fixes
+            answer = fleet_query(fleet, RECENT_FLEET_FIXES, [group], max_rows=args.max_rows)
+    finally:
+        fleet.close()
+    if args.json:
+        print(json.dumps([{c: as_json_value(v) for c, v in zip(answer.columns, r, strict=True)} for r in answer.rows],
+                         indent=2))
+    else:
+        print_table(answer.columns, [tuple(display(v) for v in r) for r in answer.rows])
+    if answer.truncated == "rows":
+        print(f"(cut at {args.max_rows} rows; use --max-rows)", file=sys.stderr)
+    elif answer.truncated:
+        print(f"(cut after {len(answer.rows)} rows: the answer passed 32 MiB)", file=sys.stderr)
     return 0
 
 
@@ -194,6 +238,8 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     config = config_of(args)
+    if args.fleet:
+        return cmd_resume_fleet(config, args.playbook_id, by=args.by)
     client = Client(config)
     if client.running():
         changed = client.request("POST", f"/api/playbooks/{args.playbook_id}/resume", {"by": args.by})["changed"]
@@ -207,4 +253,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"{args.playbook_id} is not suspended", file=sys.stderr)
         return 1
     print(f"resumed {args.playbook_id}")
+    return 0
+
+
+def cmd_resume_fleet(config: Config, playbook_id: str, *, by: str) -> int:
+    """``resume --fleet``: lift the group's suspension in its PostgreSQL (no sidecar needed) and say what it was."""
+    from .fleet_suspensions import Suspensions
+
+    fleet, group = _fleet_of(config, "resume --fleet")
+    try:
+        suspensions = Suspensions(fleet)
+        active = suspensions.active(group, playbook_id)
+        lifted = suspensions.resume(group, playbook_id, by=by)
+    finally:
+        fleet.close()
+    if not lifted:
+        print(f"{playbook_id} is not suspended in group {group}", file=sys.stderr)
+        return 1
+    what = ""
+    if active is not None:
+        since = datetime.fromtimestamp(active.suspended_at, UTC).strftime(" %Y-%m-%d %H:%M:%SZ") \
+            if active.suspended_at is not None else ""
+        cause = f", canary fix {active.cause_fix_id}" if active.cause_fix_id else ""
+        what = f": suspended{since} by {active.suspended_by or '?'} ({active.reason}{cause})"
+    print(f"resumed {playbook_id} for group {group} (by {by}){what}")
     return 0
