@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import operations as ops
+from .fleet_api import FleetApi
 from .routes import Raw, Route, iso
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Api:
         r(Route("GET", "/api/history/{table}", self.history_export,
                 "A table of the history as Parquet (fixes.parquet, fix_steps.parquet).", needs_token=True,
                 content_type="application/vnd.apache.parquet", response={"type": "string"}))
+        out.extend(FleetApi(self.sidecar).routes())
         r(Route("GET", "/metrics", self.metrics, "Prometheus metrics.", content_type="text/plain",
                 response={"type": "string"}))
         return out

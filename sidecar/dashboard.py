@@ -14,6 +14,7 @@ sessionStorage only).
     GET /api/dashboard/trends             fixed queries of the history (per day, per playbook)
     GET /api/dashboard/playbooks          per playbook: suspended, adjusted confidence, last fix
     GET /api/dashboard/backups/{id}       what rolling a backup back would change
+    (GET /api/fleet, the API's)            the Fleet section, read only when the state says fleet: is set
 
 This module holds the page, its files and the declarations of every dashboard route (with the
 schemas the fuzzer holds each answer to); the answers are made in :mod:`.dashboard_state`,
@@ -62,7 +63,8 @@ def _list(key: str, item: dict[str, Any], **more: Any) -> dict[str, Any]:
 
 
 HEALTH_ITEM = _obj({"name": S, "status": LEVEL, "detail": S, "series": POINTS})
-STATE = _obj({"now": NS, "running": {"type": "boolean"}, "events_seq": INT, "threshold": {"type": "number"},
+STATE = _obj({"now": NS, "running": {"type": "boolean"}, "fleet": {"type": "boolean"}, "events_seq": INT,
+              "threshold": {"type": "number"},
               "probes": {"type": "array", "items": HEALTH_ITEM}, "metrics": {"type": "array", "items": HEALTH_ITEM},
               "sources": {"type": "array", "items": HEALTH_ITEM}, "active_fixes": {"type": "array"}})
 TIMELINE = _list("fixes", _obj({"id": S, "playbook_id": S, "status": S, "decision": S, "started_at": NS,

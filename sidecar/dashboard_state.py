@@ -92,6 +92,7 @@ class StateView:
                             + f" (no playbook watches it; amber from {HOST_WARNING:g}%)"})
         return {
             "now": _iso(now), "started_at": _iso(view.started_at), "name": sc.config.name,
+            "fleet": sc.config.fleet_pg is not None,  # the page reads GET /api/fleet only then
             "running": view.running, "events_seq": view.events_seq,
             "threshold": sc.config.threshold, "playbooks_version": view.version,
             "active_fixes": [{"fix_id": r.fix_id, "playbook_id": r.playbook_id, "started_at": _iso(r.started_at),

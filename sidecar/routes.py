@@ -154,7 +154,9 @@ class Routes:
                 op["security"] = [{"bearer": []}]
                 op["responses"]["401"] = error
             if route.body is not None:
-                op["requestBody"] = {"required": False, "content": {"application/json": {"schema": route.body}}}
+                # a body with required fields is itself required (an empty body is read as {})
+                op["requestBody"] = {"required": bool(route.body.get("required")),
+                                     "content": {"application/json": {"schema": route.body}}}
             paths.setdefault(route.path, {})[route.method.lower()] = op
         return {
             "openapi": "3.1.0",

@@ -1,9 +1,10 @@
-// The dashboard: health (polled), the sidecar's events (server-sent), fixes, trends, playbooks
-// and backups (re-read when an event says they changed, and now and then), and the controls.
+// The dashboard: health (polled), the sidecar's events (server-sent), fixes, trends, playbooks,
+// backups and the fleet (re-read when an event says they changed, and now and then), and the controls.
 
 import { askToken, forget, hasToken } from "./api.js";
 import { $, family, h, time } from "./dom.js";
 import { drawTimeline, refreshFixes, refreshProposals } from "./fixes.js";
+import { refreshFleet } from "./fleet.js";
 import { refreshState, setLive } from "./health.js";
 import { checkNow, refreshBackups, refreshPlaybooks } from "./manage.js";
 import { drawTrends, refreshTrends, setDays } from "./trends.js";
@@ -12,6 +13,7 @@ import { every, later, toast, updateToken } from "./ui.js";
 const POLL_STATE = 2000;
 const POLL_LISTS = 10000;
 const POLL_TRENDS = 60000;
+const POLL_FLEET = 5000;  // the sidecar's fleet worker reads the group every 5 s
 const FINAL = new Set(["succeeded", "rolled_back", "failed", "inconclusive", "conflict", "exhausted", "proposed",
   "shadow", "skipped"]);
 
@@ -53,6 +55,7 @@ function react(kind) {
   if (["loaded", "reloaded", "reload_failed", "suspended", "resumed"].includes(kind) || FINAL.has(kind)) {
     later(refreshPlaybooks);
   }
+  if (kind === "fleet_resumed") later(refreshFleet);
   later(refreshState, 100);
 }
 
@@ -75,11 +78,13 @@ function start() {
   let resize;
   window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(() => { drawTimeline(); drawTrends(); }, 150); });
   updateToken();
-  const first = [refreshState, refreshProposals, refreshFixes, refreshTrends, refreshPlaybooks, refreshBackups];
+  const first = [refreshState, refreshProposals, refreshFixes, refreshTrends, refreshPlaybooks, refreshBackups,
+    refreshFleet];
   Promise.allSettled(first.map((fn) => fn())).then(() => document.body.setAttribute("data-ready", "true"));
   every(POLL_STATE, refreshState);
   every(POLL_LISTS, () => Promise.all([refreshProposals(), refreshFixes(), refreshBackups(), refreshPlaybooks()]));
   every(POLL_TRENDS, refreshTrends);
+  every(POLL_FLEET, refreshFleet);
   connect();
 }
 
