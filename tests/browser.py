@@ -7,6 +7,7 @@ what to install.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from suture.sidecar.demo import demo_source, free_port
 from suture.sidecar.transport import serve
 
 from .conftest import Running
+from .servers import _Shared
 
 TOKEN = "dashboard-test-token"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -56,19 +58,31 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session", name="chromium")
-def chromium_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Chromium with a fresh profile; each test opens its own pages (own sessionStorage)."""
+@contextlib.contextmanager
+def _chromium(profile: Path) -> Iterator[Any]:
     path = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="SKIPPED LOUDLY: pip install playwright (test extra)")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=path, headless=True,
+            str(profile), executable_path=path, headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 800}, color_scheme="light",
         )
         context.set_default_timeout(10_000)
         yield context
         context.close()
+
+
+_CHROMIUM: _Shared[Any] = _Shared()
+
+
+@pytest.fixture(scope="session", name="chromium")
+def chromium_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium with a fresh profile; each test opens its own pages (own sessionStorage).
+
+    Every test module that imports this fixture gets a copy of it; they share one browser (Playwright's sync API
+    allows one instance per thread), started by the first and closed by the last."""
+    with _CHROMIUM.use(lambda: _chromium(tmp_path_factory.mktemp("chromium-profile"))) as context:
+        yield context
 
 
 @dataclass
