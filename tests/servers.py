@@ -172,52 +172,66 @@ def _pg_bin() -> Path | None:
 
 
 @contextlib.contextmanager
-def _postgres() -> Iterator[PostgresServer]:
+def run_postgres(
+    root: Path, *, role: str, database: str, max_connections: int = 20, shared_buffers: str = "16MB"
+) -> Iterator[tuple[PostgresServer, subprocess.Popen[bytes]]]:
+    """A PostgreSQL 15 in ``root`` (owned by ``postgres`` when run as root) with ``role`` (password login)
+    owning ``database``; stopped on exit (``root`` is the caller's to remove). Raises SystemExit without
+    the binaries: a test skips before calling this, a bench says so."""
     bin_dir = _pg_bin()
     if bin_dir is None:
+        raise SystemExit(NO_POSTGRES)
+    as_root = os.geteuid() == 0
+    user, group = ("postgres", "postgres") if as_root else (None, None)
+    if as_root:
+        shutil.chown(root, "postgres", "postgres")
+    data, log, port = root / "data", root / "server.log", free_port()
+    subprocess.run(
+        [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+         "--no-sync", "--encoding=UTF8", "--locale=C"],
+        cwd=root, check=True, capture_output=True, user=user, group=group, extra_groups=[] if as_root else None,
+    )
+    options = {
+        "listen_addresses": "127.0.0.1", "port": port, "unix_socket_directories": data,
+        "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+        "max_connections": max_connections, "shared_buffers": shared_buffers, "logging_collector": "off",
+    }
+    argv = [bin_dir / "postgres", "-D", data, *(f"-c{k}={v}" for k, v in options.items())]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_die_with_us, user=user, group=group,
+                                extra_groups=[] if as_root else None)
+    try:
+        server = PostgresServer(
+            host="127.0.0.1", port=port, user=role, password=PASSWORD, database=database, socket_dir=str(data)
+        )
+
+        def ready() -> bool:
+            try:
+                server.admin("postgres").close()
+                return True
+            except psycopg.OperationalError:
+                return False
+
+        _wait_until(ready, proc, log, "postgres")
+        with server.admin("postgres") as conn:
+            conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), PASSWORD))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database),
+                                                                      sql.Identifier(role)))
+        yield server, proc
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[PostgresServer]:
+    if _pg_bin() is None:
         pytest.skip(NO_POSTGRES)
     root = Path(tempfile.mkdtemp(prefix="suture-pg-"))
     try:
-        as_root = os.geteuid() == 0
-        user, group = ("postgres", "postgres") if as_root else (None, None)
-        if as_root:
-            shutil.chown(root, "postgres", "postgres")
-        data, log, port = root / "data", root / "server.log", free_port()
-        subprocess.run(
-            [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
-             "--no-sync", "--encoding=UTF8", "--locale=C"],
-            cwd=root, check=True, capture_output=True, user=user, group=group, extra_groups=[] if as_root else None,
-        )
-        options = {
-            "listen_addresses": "127.0.0.1", "port": port, "unix_socket_directories": data,
-            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-            "max_connections": 20, "shared_buffers": "16MB", "logging_collector": "off",
-        }
-        argv = [bin_dir / "postgres", "-D", data, *(f"-c{k}={v}" for k, v in options.items())]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=_die_with_us, user=user, group=group,
-                                    extra_groups=[] if as_root else None)
-        try:
-            server = PostgresServer(
-                host="127.0.0.1", port=port, user="probe", password=PASSWORD, database="app", socket_dir=str(data)
-            )
-
-            def ready() -> bool:
-                try:
-                    server.admin("postgres").close()
-                    return True
-                except psycopg.OperationalError:
-                    return False
-
-            _wait_until(ready, proc, log, "postgres")
-            with server.admin("postgres") as conn:
-                conn.autocommit = True  # CREATE DATABASE runs outside a transaction
-                conn.execute(sql.SQL("CREATE ROLE probe LOGIN PASSWORD {}").format(PASSWORD))
-                conn.execute("CREATE DATABASE app OWNER probe")
+        with run_postgres(root, role="probe", database="app") as (server, _proc):
             yield server
-        finally:
-            _stop(proc)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

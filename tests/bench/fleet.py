@@ -60,7 +60,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import psutil
 import psycopg
-from psycopg import sql
 from suture.engine.decide import Decision
 from suture.engine.errors import FleetUnavailable
 from suture.engine.fleet_values import Busy, Lease
@@ -78,7 +77,6 @@ TTL = 30.0
 POLL_RATE = 10.0  # polls a second per sidecar
 JOURNAL_FIXES = 200  # per sidecar's journal: the steady phase ships a few, the backlog phase the rest
 STEPS = 4  # per fix: 3 steps and the final one
-PASSWORD = "bench-secret"
 MAX_CONNECTIONS = 250
 IDLE_SECONDS = 2.0
 
@@ -100,51 +98,12 @@ PGBENCH_VARS = {"%(grp)s": ":grp", "%(pb)s": ":pb", "%(key)s": ":key", "%(holder
 
 @contextlib.contextmanager
 def postgres(root: Path) -> Iterator[tuple[Any, subprocess.Popen[bytes]]]:
-    """A PostgreSQL 15 in ``root`` (owned by ``postgres`` when run as root) with a role and database ``suture``."""
+    """A PostgreSQL 15 in ``root`` with a role and database ``suture``, room for 100 sidecars and pgbench."""
     from tests import servers  # pytest and redis load only when this bench runs
 
-    bin_dir = servers._pg_bin()
-    if bin_dir is None:
-        raise SystemExit(servers.NO_POSTGRES)
-    as_root = os.geteuid() == 0
-    user = "postgres" if as_root else None
-    if as_root:
-        shutil.chown(root, "postgres", "postgres")
-    data, log, port = root / "data", root / "server.log", servers.free_port()
-    subprocess.run(
-        [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
-         "--no-sync", "--encoding=UTF8", "--locale=C"],
-        cwd=root, check=True, capture_output=True, user=user, group=user, extra_groups=[] if as_root else None,
-    )
-    options = {
-        "listen_addresses": "127.0.0.1", "port": port, "unix_socket_directories": data,
-        "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-        "max_connections": MAX_CONNECTIONS, "shared_buffers": "128MB", "logging_collector": "off",
-    }
-    argv = [str(bin_dir / "postgres"), "-D", str(data), *(f"-c{k}={v}" for k, v in options.items())]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=servers._die_with_us, user=user, group=user,
-                                extra_groups=[] if as_root else None)
-    try:
-        server = servers.PostgresServer(host="127.0.0.1", port=port, user="suture", password=PASSWORD,
-                                        database="suture", socket_dir=str(data))
-
-        def ready() -> bool:
-            try:
-                server.admin("postgres").close()
-                return True
-            except psycopg.OperationalError:
-                return False
-
-        servers._wait_until(ready, proc, log, "postgres")
-        with server.admin("postgres") as conn:
-            conn.autocommit = True
-            conn.execute(sql.SQL("CREATE ROLE suture LOGIN PASSWORD {}").format(PASSWORD))
-            conn.execute("CREATE DATABASE suture OWNER suture")
-        yield server, proc
-    finally:
-        servers._stop(proc)
+    with servers.run_postgres(root, role="suture", database="suture", max_connections=MAX_CONNECTIONS,
+                              shared_buffers="128MB") as running:
+        yield running
 
 
 def on_cpu(pids: Sequence[int]) -> dict[int, int]:
