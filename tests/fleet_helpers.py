@@ -24,6 +24,7 @@ import pytest
 from psycopg import sql
 from suture.engine.fleet_values import Backoff
 from suture.sidecar.fleet_pg import FleetConnection
+from suture.sidecar.fleet_schema import migrate
 
 from .servers import PostgresServer
 
@@ -76,6 +77,14 @@ def fleet_db(postgres_server: PostgresServer) -> Iterator[FleetDb]:
             conn.autocommit = True
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
+
+
+@pytest.fixture
+def fleet(fleet_db: FleetDb) -> FleetConnection:
+    """A connection to a fresh fleet database with suture's tables migrated."""
+    connection = fleet_db.connect()
+    migrate(connection)
+    return connection
 
 class Proxy:
     """A TCP relay to ``(host, port)`` that the test can take down and bring back on the same port."""

@@ -13,20 +13,12 @@ from suture.engine.fleet_values import TEXT_LIMIT, Held, Lease, as_count, as_epo
 from suture.sidecar.fleet_learning import PgFleetHistory
 from suture.sidecar.fleet_leases import Leases
 from suture.sidecar.fleet_pg import FleetConnection
-from suture.sidecar.fleet_schema import migrate
 from suture.sidecar.fleet_suspensions import Suspensions
 
-from .fleet_helpers import FleetDb, fleet_db  # noqa: F401 (fixture)
+from .fleet_helpers import FleetDb, fleet, fleet_db  # noqa: F401 (fixtures)
 
 HUGE = "x" * 1_000_000
 INJECTION = "pb'); DROP TABLE fleet_fixes; --"
-
-
-@pytest.fixture
-def fleet(fleet_db: FleetDb) -> FleetConnection:
-    connection = fleet_db.connect()
-    migrate(connection)
-    return connection
 
 
 def lease_row(fleet_db: FleetDb, **values: Any) -> None:

@@ -13,23 +13,15 @@ from suture.engine.errors import FleetUnavailable
 from suture.engine.fleet_values import TEXT_LIMIT, Lease
 from suture.sidecar.fleet_leases import Leases
 from suture.sidecar.fleet_pg import FleetConnection
-from suture.sidecar.fleet_schema import migrate
 from suture.sidecar.fleet_suspensions import Suspensions
 from suture.sidecar.fleet_view import LIMIT, REASON_LIMIT, STALE_AFTER, FleetOverview, heartbeat, read_overview
 
-from .fleet_helpers import NO_BACKOFF, FleetDb, fleet_db  # noqa: F401 (fixture)
+from .fleet_helpers import NO_BACKOFF, FleetDb, fleet, fleet_db  # noqa: F401 (fixtures)
 
 HUGE = "x" * 1_000_000  # in columns of no index
 LONG = "y" * 2_000  # in key columns: a btree entry holds at most a third of a page
 INJECTION = "pb'); DROP TABLE fleet_fixes; --"
 MARKUP = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
-
-
-@pytest.fixture
-def fleet(fleet_db: FleetDb) -> FleetConnection:
-    connection = fleet_db.connect()
-    migrate(connection)
-    return connection
 
 
 def beat(fleet: FleetConnection, sidecar: str = "orders-1", group: str = "orders", **kw: Any) -> None:
