@@ -100,13 +100,10 @@ class FleetApi:
         return {"playbook_id": playbook, "group": group, "changed": changed, "by": by}
 
     def _fleet(self) -> Fleet:
-        from .fleet_worker import Fleet
-
-        # the runtime's Sidecar.group (PublicSidecar does not name it): None until the sidecar has opened
-        fleet = getattr(self.sidecar, "group", None)
+        fleet = self.sidecar.group  # None until the sidecar has opened it
         if self.sidecar.config.fleet_pg is None:
             raise ApiError(HTTPStatus.NOT_FOUND, NO_FLEET)
-        if not isinstance(fleet, Fleet):
+        if fleet is None:
             raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the sidecar has not opened its fleet yet",
                            {"Retry-After": "5"})
         return fleet

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from suture.engine.config import Config
 from suture.engine.decide import Decision, Outcomes
@@ -22,6 +22,9 @@ from suture.engine.store import Store
 
 from .snapshot import Snapshot
 from .telemetry import Telemetry
+
+if TYPE_CHECKING:  # psycopg loads only where a fleet is configured
+    from .fleet_worker import Fleet
 
 
 class PublicSidecar(Protocol):
@@ -47,6 +50,10 @@ class PublicSidecar(Protocol):
 
     @property
     def telemetry(self) -> Telemetry: ...
+
+    @property
+    def group(self) -> Fleet | None:
+        """The fleet on PostgreSQL (``fleet:`` in suture.yaml), once the sidecar has opened it."""
 
     # -- the event log (the dashboard's stream) --
 
