@@ -98,6 +98,17 @@ def clean_text(value: Any, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def pg_text(value: str) -> str:
+    """Text PostgreSQL accepts, from any Python string: NUL (which it refuses) and lone surrogates (which
+    UTF-8 cannot encode: JSON's ``\\udc36`` decodes to one) become U+FFFD."""
+    text = value.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text
+
+
 def as_count(value: Any) -> int:
     """A non-negative count from a row (NULL, negative or not a number: 0)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from suture.engine.fleet_values import fence_of
+from suture.engine.fleet_values import fence_of, pg_text
 from suture.engine.store import Store
 
 from .fleet_pg import FleetConnection
@@ -146,7 +146,7 @@ class Shipper:
         out = []
         for fix_id, seq, step, happened_at, detail in rows:
             decoded = _json(detail)
-            out.append((self.group, self.sidecar, fix_id, int(seq), _text(step), _utc(happened_at),
+            out.append((self.group, self.sidecar, fix_id, int(seq), pg_text(step), _utc(happened_at),
                         json.dumps(decoded), fence_of(decoded)))
         return out
 
@@ -159,7 +159,7 @@ class Shipper:
             elif isinstance(value, datetime):
                 value = _utc(value)
             elif isinstance(value, str):
-                value = _text(value)
+                value = pg_text(value)
             values.append(value)
         return (self.group, self.sidecar, *values)
 
@@ -182,11 +182,6 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL; a log line quoted in a reason may."""
-    return value.replace("\x00", "\ufffd")
-
-
 def _json(text: Any) -> Any:
     """Parsed JSON with every NUL replaced (jsonb refuses \\u0000); text that is not JSON becomes a string."""
     try:
@@ -198,9 +193,9 @@ def _json(text: Any) -> Any:
 
 def _no_nul(value: Any) -> Any:
     if isinstance(value, str):
-        return _text(value)
+        return pg_text(value)
     if isinstance(value, list):
         return [_no_nul(v) for v in value]
     if isinstance(value, dict):
-        return {_text(str(k)): _no_nul(v) for k, v in value.items()}
+        return {pg_text(str(k)): _no_nul(v) for k, v in value.items()}
     return value

@@ -9,7 +9,7 @@
     fleet_suspensions     a playbook suspended for a whole group until a person resumes it
     fleet_canaries        the replicas trying a playbook version first, and what became of their fixes
     fleet_starts          every fix the group let start (the group-wide hourly cap counts these)
-    fleet_replicas        one row per sidecar of a group: last seen, version, connection, what it runs
+    fleet_replicas        one row per sidecar of a group: last seen, version, playbooks loaded, fixes in flight
 
 Writes are idempotent by key: a fix shipped twice is one row, a step shipped twice is one row.
 ``migrate`` takes a transaction-scoped advisory lock first, so sidecars starting together

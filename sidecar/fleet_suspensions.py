@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suture.engine.fleet_values import as_epoch, clean_text
+from suture.engine.fleet_values import as_epoch, clean_text, pg_text
 
 from .fleet_pg import FleetConnection
 
@@ -39,7 +39,8 @@ class Suspensions:
             cur = pg.execute(
                 """INSERT INTO fleet_suspensions (grp, playbook_id, suspended_by, reason, cause_fix_id)
                    VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
-                [group, playbook_id, by, reason.replace("\x00", "\ufffd"), cause_fix_id],
+                [pg_text(group), pg_text(playbook_id), pg_text(by), pg_text(reason),
+                 None if cause_fix_id is None else pg_text(cause_fix_id)],
             )
             return cur.rowcount == 1
 
@@ -52,12 +53,12 @@ class Suspensions:
             cur = pg.execute(
                 """UPDATE fleet_suspensions SET resumed_at = clock_timestamp(), resumed_by = %s
                    WHERE grp = %s AND playbook_id = %s AND resumed_at IS NULL""",
-                [by, group, playbook_id],
+                [pg_text(by), pg_text(group), pg_text(playbook_id)],
             )
             pg.execute(
                 """UPDATE fleet_canaries SET state = 'resumed', ended_at = coalesce(ended_at, clock_timestamp())
                    WHERE grp = %s AND playbook_id = %s AND state = 'failed'""",
-                [group, playbook_id],
+                [pg_text(group), pg_text(playbook_id)],
             )
             return cur.rowcount > 0
 
@@ -67,7 +68,7 @@ class Suspensions:
                 """SELECT suspended_at, suspended_by, reason, cause_fix_id FROM fleet_suspensions
                    WHERE grp = %s AND playbook_id = %s AND resumed_at IS NULL
                    ORDER BY suspended_at DESC NULLS LAST LIMIT 1""",
-                [group, playbook_id],
+                [pg_text(group), pg_text(playbook_id)],
             ).fetchone()
         if row is None:
             return None

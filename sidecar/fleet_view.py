@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from suture.engine.errors import FleetUnavailable
-from suture.engine.fleet_values import TEXT_LIMIT, as_count, as_epoch, clean_text
+from suture.engine.fleet_values import TEXT_LIMIT, as_count, as_epoch, clean_text, pg_text
 
 if TYPE_CHECKING:  # the Snapshot names FleetOverview: importing this module must not load psycopg
     from .fleet_pg import FleetConnection
@@ -153,7 +153,7 @@ def heartbeat(conn: FleetConnection, *, group: str, sidecar: str, version: str, 
     """Upsert this sidecar's row of ``fleet_replicas``, seen now (server clock); FleetUnavailable when down."""
     start = started_at if started_at is not None and math.isfinite(started_at) and started_at > 0 else None
     with conn.transaction(atomic=False) as pg:
-        pg.execute(HEARTBEAT, [_text(group), _text(sidecar), _text(version)[:TEXT_LIMIT],
+        pg.execute(HEARTBEAT, [pg_text(group), pg_text(sidecar), pg_text(version)[:TEXT_LIMIT],
                                min(max(0, playbooks), INT4), min(max(0, in_flight), INT4), start])
 
 
@@ -196,7 +196,7 @@ NOW = f"SELECT {EPOCH.format('clock_timestamp()')}"
 
 def read_overview(conn: FleetConnection, group: str, *, own: str) -> FleetOverview:
     """The group as its tables say now, every list bounded and every value cleaned (see the module docstring)."""
-    args = {"grp": _text(group), "own": _text(own), "limit": LIMIT + 1}
+    args = {"grp": pg_text(group), "own": pg_text(own), "limit": LIMIT + 1}
     errors: list[str] = []
     cut: list[str] = []
 
@@ -264,8 +264,3 @@ def _iso(value: float | None) -> str | None:
     if value is None:
         return None
     return datetime.fromtimestamp(value, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _text(value: str) -> str:
-    """Text PostgreSQL accepts (it refuses NUL characters)."""
-    return value.replace("\x00", "\ufffd")

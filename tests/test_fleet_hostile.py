@@ -119,6 +119,19 @@ def test_a_suspension_is_one_per_playbook_until_resumed(fleet: FleetConnection) 
     assert s.suspend("orders", "pb", by="orders-3", reason="again")
 
 
+def test_names_postgresql_cannot_store_are_stored_replaced_not_refused(fleet: FleetConnection) -> None:
+    """NUL and lone surrogates (what JSON's \\u0000 and \\udc36 decode to, e.g. in POST /api/fleet/resume's
+    "by") would make PostgreSQL refuse the statement: they are stored as U+FFFD; found by the API fuzzer."""
+    s = Suspensions(fleet)
+    assert s.suspend("orders", "pb\x00", by="orders-\udc36", reason="canary f-1\x00 failed", cause_fix_id="f\ud800")
+    active = s.active("orders", "pb\x00")
+    assert active is not None
+    assert (active.suspended_by, active.reason, active.cause_fix_id) == (
+        "orders-\ufffd", "canary f-1\ufffd failed", "f\ufffd")
+    assert s.resume("orders", "pb\x00", by=" \u00ad\udae3\udc36h\x00-")
+    assert s.active("orders", "pb\ufffd") is None
+
+
 def test_a_hostile_suspension_row_is_read_bounded(fleet: FleetConnection, fleet_db: FleetDb) -> None:
     """A megabyte of reason, a NULL cause: active() answers with bounded text."""
     with fleet_db.admin() as admin:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from suture.engine.fleet_values import Busy, FleetVerdict, Held, Lease, fleet_verdict
+from hypothesis import given
+from hypothesis import strategies as st
+from suture.engine.fleet_values import Busy, FleetVerdict, Held, Lease, fleet_verdict, pg_text
 
 LEASE = Lease(group="g", playbook_id="pb", key="", holder="me", token=7, expires_at=100.0)
 
@@ -45,3 +47,15 @@ def test_a_fleet_fix_with_the_fleet_down_is_proposed() -> None:
 def test_an_unavailable_fleet_wins_over_a_stale_answer() -> None:
     """A lease in hand but the fleet unreachable since: propose (the lease cannot be checked)."""
     assert fleet_verdict("fleet", LEASE, unavailable="down").action == "propose"
+
+
+@given(st.lists(st.characters() | st.characters(categories=["Cs"]) | st.just("\x00")).map("".join))
+def test_pg_text_is_always_storable_and_changes_only_what_postgresql_refuses(text: str) -> None:
+    """Any Python string (NUL and lone surrogates included) becomes encodable UTF-8 without NUL, of the same
+    length; every other character is kept."""
+    out = pg_text(text)
+    out.encode("utf-8")
+    assert "\x00" not in out and len(out) == len(text)
+    for before, after in zip(text, out, strict=True):
+        refused = before == "\x00" or "\ud800" <= before <= "\udfff"
+        assert after == ("\ufffd" if refused else before)
