@@ -67,6 +67,7 @@ class FleetConfig:
     group: str = "default"
     canary: int = 1
     max_concurrent: int = 1
+    fixes_per_hour: int = 30  # the group-wide hourly cap (all playbooks)
     lease: float = 30.0
     password_env: str = "PGPASSWORD"
     password: str | None = field(default=None, repr=False, compare=False)
@@ -261,6 +262,7 @@ def _fleet(doc: Document, spec: Mapping[str, Any], env: Mapping[str, str], probl
         group=spec.get("group", "default"),
         canary=int(spec.get("canary", 1)),
         max_concurrent=int(spec.get("max_concurrent", 1)),
+        fixes_per_hour=int(spec.get("fixes_per_hour", 30)),
         lease=lease,
         password_env=password_env,
         password=env.get(password_env) or None,

@@ -15,7 +15,7 @@ from typing import Any
 from .actions import EffectRunner, Plan
 from .backup import BackupStore, Manifest
 from .config import Config
-from .fix import FixRun, Outcome
+from .fix import Fence, FixRun, Outcome
 from .playbook import Playbook
 from .steps import Steps, drive
 from .store import FAILURE, Store
@@ -34,6 +34,15 @@ class Endings:
     effects: EffectRunner | None
     undo: Undo
     hooks: Mapping[str, Callable[..., None]]
+    fences: dict[str, Fence]
+
+    def lost(self, fix_id: str) -> str | None:
+        """Why ``fix_id`` no longer holds its fleet lease (None: it holds it, or acts under none)."""
+        fence = self.fences.get(fix_id)
+        if fence is None:
+            return None
+        why = fence.lost()
+        return None if why is None else f"fencing token {fence.token}: {why}"
 
     def _hook(self, name: str, *args: Any) -> None:
         hook = self.hooks.get(name)
@@ -55,6 +64,9 @@ class Endings:
             return (yield from self.crashed_steps(run.fix_id, run.playbook, "judging or rolling back the fix", exc, now))
 
     def _settle(self, run: FixRun, verdict: Judgement, now: float) -> Steps[Outcome]:
+        lost = self.lost(run.fix_id)
+        if lost is not None:  # whatever the window saw, this sidecar may no longer keep a change to a shared target
+            verdict = Judgement(state="failed", reason=f"fleet lease lost during the validation window: {lost}")
         errors_after = run.judge.errors_after()
         measured = run.judge.measured()
         self.store.step(run.fix_id, "verdict", now, {"state": verdict.state, "reason": verdict.reason,
@@ -68,6 +80,8 @@ class Endings:
         status = yield from self._undo(run.fix_id, run.playbook, run.plan, run.manifest, now, verdict.reason)
         if status == "conflict":
             final = "conflict"
+        elif lost is not None:
+            final = "failed"
         elif verdict.state == "inconclusive":
             final = "inconclusive"
         else:
@@ -99,6 +113,7 @@ class Endings:
 
     def _final(self, fix_id: str, pb: Playbook, status: str, now: float, detail: str, *, errors_after: int | None = None) -> Outcome:
         self.store.finish(fix_id, status, now, detail=detail, errors_after=errors_after)
+        self.fences.pop(fix_id, None)
         row = self.store.fix(fix_id) or {}
         suspended = False
         if status in FAILURE and row.get("decision") == "apply":

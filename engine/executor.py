@@ -29,7 +29,7 @@ from .config import Config
 from .decide import Decision
 from .endings import Endings
 from .errors import ActionError, AtBound, BackupError, PathRefused
-from .fix import FixRun, Outcome, new_id
+from .fix import Fence, FixRun, Outcome, new_id
 from .paths import resolve_target
 from .playbook import Playbook, action_as_json
 from .status import DECLINED
@@ -64,6 +64,7 @@ class Executor(Endings):
         self.ids = ids
         self.hooks = dict(hooks or {})  # kill points for the crash tests
         self.undo = Undo(store=store, backups=backups, effects=effects, hooks=self.hooks)
+        self.fences: dict[str, Fence] = {}  # fix id -> the fleet lease it acts under, until it ends
 
     # -- starting a fix --
 
@@ -77,9 +78,12 @@ class Executor(Endings):
         errors_before: int | None = None,
         proposal_id: str | None = None,
         approved_by: str | None = None,
+        fix_id: str | None = None,
+        fleet: dict[str, Any] | None = None,
     ) -> str:
-        """Insert the fix row and its first steps; return the fix id."""
-        fix_id = self.ids("f", now)
+        """Insert the fix row and its first steps; return the fix id (``fix_id`` when given: the fleet
+        admitted the fix under it). ``fleet`` is what the group said, kept in the ``decided`` step."""
+        fix_id = fix_id or self.ids("f", now)
         types = sorted({a.keyword for a in pb.fix})
         self.store.begin_fix(
             fix_id,
@@ -97,7 +101,7 @@ class Executor(Endings):
             "decided",
             now,
             {"verdict": decision.verdict, "reason": decision.reason, "adjusted": decision.adjusted_confidence,
-             "threshold": decision.threshold},
+             "threshold": decision.threshold, **({"fleet": fleet} if fleet else {})},
         )
         return fix_id
 
@@ -115,14 +119,23 @@ class Executor(Endings):
         errors_before: int | None = None,
         proposal_id: str | None = None,
         approved_by: str | None = None,
+        fix_id: str | None = None,
+        fleet: dict[str, Any] | None = None,
+        fence: Fence | None = None,
     ) -> Steps[FixRun | Outcome]:
         """Record the decision; for ``apply``, back up, apply and open the validation window.
 
         The fix's effects are yielded (:mod:`.steps`); everything else happens here, journaled.
+        With a ``fence`` (a fleet lease), every step carries its token and every step that changes
+        something first checks it is still held (:meth:`_guard`).
         """
+        fix_id = fix_id or self.ids("f", now)
+        if fence is not None:
+            self.fences[fix_id] = fence
+            self.store.fence(fix_id, fence.token)
         fix_id = self.record(
             pb, decision, now=now, facts=facts, errors_before=errors_before,
-            proposal_id=proposal_id, approved_by=approved_by,
+            proposal_id=proposal_id, approved_by=approved_by, fix_id=fix_id, fleet=fleet,
         )
         try:
             if decision.verdict != "apply":
@@ -195,6 +208,10 @@ class Executor(Endings):
              "on_rollback": [action_as_json(a) for a in pb.on_rollback]},
         )
         self._hook("after_intent", fix_id)
+        try:
+            self._guard(fix_id, "the backup")
+        except ActionError as exc:
+            return self._final(fix_id, pb, "failed", now, f"not applied: {exc}")
         manifest = None
         if plan.files:
             backup_id = self.ids("b", now)
@@ -223,6 +240,7 @@ class Executor(Endings):
         attempted = 0  # effects started: one that failed half way may still have changed something
         try:
             for fp in plan.files:
+                self._guard(fix_id, f"writing {fp.path}")
                 self._write(fp)
                 written.append(fp)
                 self.store.step(fix_id, "applied", now, {"path": fp.path, "post": fp.post_sha})
@@ -232,12 +250,14 @@ class Executor(Endings):
             for action in plan.effects:
                 if self.effects is None:
                     raise ActionError(f"cannot {action.describe()}: no effect runner in this context")
+                self._guard(fix_id, action.describe())
                 self.store.step(fix_id, "effect_started", now, {"action": action.describe()})
                 self._hook("before_effect", fix_id, action)
                 attempted += 1
                 reply = yield EffectRequest(fix_id, action, context)
                 now = reply.at or now  # the window opens when the effects are done
                 self.store.step(fix_id, "effect", now, {"action": action.describe(), "result": reply.result})
+                self._guard(fix_id, "going on after " + action.describe())
             judge = Judge(pb.validate, now)
         except Exception as exc:
             expected = isinstance(exc, (ActionError, BackupError, OSError))
@@ -257,6 +277,12 @@ class Executor(Endings):
             fix_id=fix_id, playbook=pb, decision=decision, plan=plan, manifest=manifest,
             judge=judge, started_at=started, errors_before=errors_before,
         )
+
+    def _guard(self, fix_id: str, before: str) -> None:
+        """Raise ActionError when the fix's fleet lease is no longer its own (a stale token acts on nothing)."""
+        why = self.lost(fix_id)
+        if why is not None:
+            raise ActionError(f"fleet lease lost before {before}: {why}")
 
     def _write(self, fp: FilePlan) -> None:
         # checked again right before writing: a link swapped in since the plan must not redirect us

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from .actions import Plan
 from .backup import Manifest
@@ -17,6 +18,20 @@ def new_id(prefix: str, now: float) -> str:
     """``f-20261126T013000Z-3fa2c1``: sortable by time, unique by its random tail."""
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+class Fence(Protocol):
+    """The fleet lease a fix acts under (``scope: fleet`` or a capped playbook): checked before every step.
+
+    ``token`` goes into every journal step; ``lost()`` answers None while this fix still holds the
+    newest, unexpired lease on its target, else why not (a newer token, expired, the fleet unreachable:
+    each ends the fix as failed, rolled back). The sidecar's implementation asks PostgreSQL.
+    """
+
+    @property
+    def token(self) -> int: ...
+
+    def lost(self) -> str | None: ...
 
 
 @dataclass(slots=True)

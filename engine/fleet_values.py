@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 TEXT_LIMIT = 256  # characters kept of a name, holder or reason read from the group's tables
 
@@ -138,28 +138,3 @@ def fence_of(detail: Any) -> int | None:
     if isinstance(token, bool) or not isinstance(token, int) or not 0 < token < 2**63:
         return None
     return token
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FleetVerdict:
-    """What the fleet allows a decided fix: ``act``, ``skip`` (another sidecar acts) or ``propose`` (fail closed)."""
-
-    action: Literal["act", "skip", "propose"]
-    reason: str = ""
-    token: int | None = None  # the fencing token to journal with every step ({"fence": token})
-    without_fleet: bool = False  # a replica fix decided while the fleet was unreachable (flag it)
-
-
-def fleet_verdict(scope: Literal["replica", "fleet"], lease: Lease | Held | Busy | None,
-                  unavailable: str | None = None) -> FleetVerdict:
-    """The fleet's say on an ``apply``: ``lease`` is what acquire answered (None: not asked, for a replica fix),
-    ``unavailable`` the FleetUnavailable message when the fleet could not be asked."""
-    if scope == "replica":
-        if unavailable is not None:
-            return FleetVerdict(action="act", reason=f"decided without the fleet: {unavailable}", without_fleet=True)
-        return FleetVerdict(action="act")
-    if unavailable is not None or lease is None:
-        return FleetVerdict(action="propose", reason=f"the fleet is unavailable: {unavailable or 'not asked'}")
-    if isinstance(lease, Lease):
-        return FleetVerdict(action="act", reason=f"fleet lease token {lease.token}", token=lease.token)
-    return FleetVerdict(action="skip", reason=lease.reason())

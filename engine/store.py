@@ -42,6 +42,10 @@ __all__ = ["FAILURE", "FINAL", "MIGRATIONS", "RECENT_FIXES_SQL", "SUCCESS", "Que
 class Store(Reads):
     """The one writer of the history file (and, through :class:`~.reads.Reads`, its named reads)."""
 
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+        super().__init__(con, path)
+        self._fences: dict[str, int] = {}  # fix id -> the fleet fencing token its steps carry
+
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False) -> Self:
         try:
@@ -107,8 +111,15 @@ class Store(Reads):
             ],
         )
 
+    def fence(self, fix_id: str, token: int) -> None:
+        """From here until it finishes, every step of ``fix_id`` carries ``{"fence": token}`` (its fleet lease)."""
+        self._fences[fix_id] = token
+
     def step(self, fix_id: str, step: str, at: float, detail: dict[str, Any] | None = None) -> None:
         """Append one journal step (committed before the caller takes the next)."""
+        token = self._fences.get(fix_id)
+        if token is not None:
+            detail = {**(detail or {}), "fence": token}
         self._exec(
             """INSERT INTO fix_steps
                SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ? FROM fix_steps WHERE fix_id = ?""",
@@ -132,6 +143,7 @@ class Store(Reads):
             [status, ts(at), detail, errors_after, fix_id],
         )
         self.step(fix_id, status, at, {"detail": detail} if detail else None)
+        self._fences.pop(fix_id, None)
 
     def record_validation(self, fix_id: str, *, opened_at: float, judged_at: float, verdict: str, reason: str,
                           errors_after: int | None, measured: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from suture.engine.loader import PlaybookSet
 from suture.engine.playbook import ContainerCondition, Leaf, Playbook, leaves
 from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
 
+from .core_fleet import CoreFleet, FleetPort
 from .core_view import core_snapshot
 from .events import Event, clean
 from .fixes import EffectPort, Fixes
@@ -80,6 +81,7 @@ class Core:
         assumed: Sequence[Fact] = (),
         matchers: MatcherCache | None = None,
         hooks: Mapping[str, Callable[..., None]] | None = None,
+        fleet: FleetPort | None = None,
     ) -> None:
         self.config = config
         self.executor = executor
@@ -102,6 +104,7 @@ class Core:
         self.started_at = self.loaded_at = self.last_check = 0.0
         self.reloads = self.reload_errors = self.core_errors = 0
         self._trigger_at: float | None = None  # read time of the line being processed
+        self.fleet = CoreFleet(fleet, ids=executor.ids) if fleet is not None else None  # fleet: in suture.yaml
         self.fixes = Fixes(executor, port=port, clock=clock, started=self._validating, ended=self._report,
                            hook=self._hook)
         self._handlers: dict[type, Callable[[Any], Any]] = {
@@ -194,6 +197,8 @@ class Core:
     def tick(self, now: float) -> None:
         self._apply(self.board.tick(now))
         self._judge(lambda judge: judge.verdict(now), now)
+        if self.fleet is not None:
+            self._readmit(self.fleet, now)
 
     # -- signals -> rules -> decisions --
 
@@ -214,33 +219,39 @@ class Core:
     def _matched(self, matches: list[Match], now: float) -> None:
         for match in matches:
             pb = self.playbooks.get(match.playbook_id)
-            if pb is None:
-                continue
-            try:
-                self._fire(pb, match, now)
-            except SutureError as exc:
-                self.emit("error", f"{pb.id}: {exc}", playbook_id=pb.id)
-            except Exception as exc:  # one playbook's failure never keeps the others from firing
-                self.core_errors += 1
-                log.exception("%s: firing failed", pb.id)
-                self.emit("error", f"{pb.id}: internal error: {type(exc).__name__}: {exc}", playbook_id=pb.id)
+            if pb is not None:
+                self._try_fire(pb, match, now)
 
-    def _fire(self, pb: Playbook, match: Match, now: float) -> None:
+    def _try_fire(self, pb: Playbook, match: Match, now: float, *, again: bool = False) -> None:
+        try:
+            self._fire(pb, match, now, again=again)
+        except SutureError as exc:
+            self.emit("error", f"{pb.id}: {exc}", playbook_id=pb.id)
+        except Exception as exc:  # one playbook's failure never keeps the others from firing
+            self.core_errors += 1
+            log.exception("%s: firing failed", pb.id)
+            self.emit("error", f"{pb.id}: internal error: {type(exc).__name__}: {exc}", playbook_id=pb.id)
+
+    def _fire(self, pb: Playbook, match: Match, now: float, *, again: bool = False) -> None:
+        """Decide on a match and hand the decision on; ``again``: a fix the group told to wait, asked anew."""
         errors_before = sum(self.board.count(signal, key, now)
                             for signal, _, key in (f.partition("|") for f in match.facts) if signal.startswith("log-"))
         detected = tuple(leaf for leaf in leaves(pb.when) if any(f.startswith(leaf.signal + "|") for f in match.facts))
         key = f" [{match.key}]" if match.key else ""
-        self.emit("detected", f"{pb.id}{key}: " + "; ".join(leaf.describe() for leaf in detected),
-                  playbook_id=pb.id, key=match.key, errors=errors_before)
+        if not again:
+            self.emit("detected", f"{pb.id}{key}: " + "; ".join(leaf.describe() for leaf in detected),
+                      playbook_id=pb.id, key=match.key, errors=errors_before)
         decision = decide(pb, key=match.key, labels=match.labels, outcomes=self.history.outcomes(pb.id),
                           gate=self.history.gate(pb.id, match.key, now), threshold=self.config.threshold,
                           learning=self.config.learning, fixes_per_hour=self.config.fixes_per_hour, now=now)
-        if self._trigger_at is not None:
+        if self._trigger_at is not None and not again:
             self.meter.detection(max(0.0, self.clock() - self._trigger_at))
         decided = Decided(at=now, playbook=pb, match=match, decision=decision, errors_before=errors_before,
                           detected=detected, result=None)
         if decision.verdict == "skip":
             log.info("skip         %s%s: %s", pb.id, key, decision.reason)
+            if self.fleet is not None:
+                self.fleet.drop(pb.id, match.key)
             self._tell(decided)
             return
         self.meter.confidence(pb.id, decision.adjusted_confidence)
@@ -251,6 +262,16 @@ class Core:
                       playbook_id=pb.id, waits_for=busy[0])
             self._tell(replace(decided, deferred=True))
             return
+        record: dict[str, Any] = {}
+        if decision.verdict == "apply" and self.fleet is not None:  # the group's say: lease, canary, caps
+            asked = self.fleet.ask(pb, match.key, decision, now, match=match)
+            decision, record = asked.decision, asked.record
+            if asked.verdict.action == "wait":
+                if asked.news:  # journaled once per reason to wait, not at every retry
+                    self.emit("waiting", f"{pb.id}{key}: {decision.reason}", playbook_id=pb.id, reason=decision.reason)
+                    self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before, **record)
+                self._tell(replace(decided, decision=decision, deferred=True))
+                return
         self.emit(
             "decided",
             f"{pb.id}{key}: base confidence {pb.confidence:g}, {decision.successes} success(es) / "
@@ -258,7 +279,7 @@ class Core:
             f"{decision.threshold:g}: {decision.verdict.upper()} ({decision.reason})",
             playbook_id=pb.id, verdict=decision.verdict, adjusted=decision.adjusted_confidence,
         )
-        result = self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before)
+        result = self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before, **record)
         self.history.decided(pb.id, match.key, decision, now)
         self._tell(replace(decided, result=result))
 
@@ -267,8 +288,27 @@ class Core:
             self._decisions(decided)
 
     def start_fix(self, pb: Playbook, decision: Decision, now: float, **record: Any) -> FixRun | Outcome | str:
-        """Hand a decision to the executor (an Outcome; a FixRun in its window; a fix id while effects run)."""
+        """Hand a decision to the executor (an Outcome; a FixRun in its window; a fix id while effects run).
+
+        An ``apply`` the group has not seen yet (a person's approval) asks it here; told to wait, it is
+        recorded as skipped with the reason (a person approves once; nothing is parked)."""
+        if decision.verdict == "apply" and self.fleet is not None and "fix_id" not in record:
+            asked = self.fleet.ask(pb, decision.key, decision, now)
+            decision, record = asked.decision, {**record, **asked.record}
         return self.fixes.start(pb, decision, now, **record)
+
+    def _readmit(self, fleet: CoreFleet, now: float) -> None:
+        """Ask the group again for the fixes it told to wait, while their diagnosis holds."""
+        due = fleet.due(now)
+        if not due:
+            return
+        held = {f.id for f in self.rules.facts()} | {Fact(signal=READY_SIGNAL).id}
+        for pb_id, match in due:
+            pb = self.playbooks.get(pb_id)
+            if pb is None or not set(match.facts) <= held:
+                fleet.drop(pb_id, match.key)
+                continue
+            self._try_fire(pb, match, now, again=True)
 
     def outcomes(self, playbook_id: str) -> Outcomes:
         return self.history.outcomes(playbook_id)
@@ -287,6 +327,8 @@ class Core:
                   fix_id=run.fix_id, window=v.window)
 
     def _report(self, outcome: Outcome, started_at: float | None = None, settled: bool = True) -> None:
+        if self.fleet is not None:  # first: a canary's end lets the replicas waiting for it act
+            self.fleet.ended(outcome)
         self.meter.fix(outcome.playbook_id, outcome.status)
         if started_at is not None:
             self.meter.fix_duration(max(0.0, self.clock() - started_at))

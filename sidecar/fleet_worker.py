@@ -12,7 +12,8 @@ Two connections: one for the decision path (leases, suspensions, the hourly coun
 the worker (migrations, shipping, pooled learning), so a long shipping batch never delays a
 lease. The worker migrates the schema on its first pass that reaches PostgreSQL (until then,
 the decision path's statements fail and it fails closed), ships every ``interval`` seconds
-or at once when poked, and refreshes the pooled outcomes every ``refresh_every`` seconds.
+or at once when poked, heartbeats and reads the group's overview (the dashboard's) every pass, and
+refreshes the pooled outcomes every ``refresh_every`` seconds.
 A FleetUnavailable ends a pass, never the loop; the connection's backoff paces the retries.
 """
 
@@ -29,12 +30,14 @@ from suture.engine.errors import FleetUnavailable
 from suture.engine.fleet_values import Backoff, FleetState
 from suture.engine.store import Store
 
+from .fleet_gate import FleetGate
 from .fleet_learning import PgFleetHistory
 from .fleet_leases import Leases
 from .fleet_outbox import Shipper, ShipReport
 from .fleet_pg import DEFAULT_BACKOFF, FleetConnection
 from .fleet_schema import migrate
 from .fleet_suspensions import Suspensions
+from .fleet_view import FleetOverview, heartbeat, read_overview
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +52,7 @@ class Fleet:
     suspensions: Suspensions
     pooled: PgFleetHistory
     shipper: Shipper
+    gate: FleetGate
 
     @classmethod
     def open(cls, config: Config, store: Store, *, backoff: Backoff = DEFAULT_BACKOFF) -> Self | None:
@@ -61,7 +65,8 @@ class Fleet:
         return cls(config=fc, name=config.name, decisions=decisions, background=background,
                    leases=Leases(decisions), suspensions=Suspensions(decisions),
                    pooled=PgFleetHistory(background, group=fc.group, own=config.name),
-                   shipper=Shipper(store, background, group=fc.group, sidecar=config.name))
+                   shipper=Shipper(store, background, group=fc.group, sidecar=config.name),
+                   gate=FleetGate(fc, name=config.name, decisions=decisions))
 
     @property
     def state(self) -> FleetState:
@@ -78,8 +83,13 @@ class FleetWorker:
     """Migrates, ships and refreshes; ``run`` is the loop a sidecar thread runs until ``stop`` is set."""
 
     def __init__(self, fleet: Fleet, *, interval: float = 5.0, refresh_every: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, version: str = "",
+                 status: Callable[[], tuple[int, int]] = lambda: (0, 0), started_at: float | None = None) -> None:
         self.fleet = fleet
+        self.version = version  # this suture's version, in the group's replicas table
+        self.status = status  # (playbooks loaded, fixes in flight) now, for the heartbeat
+        self.started_at = started_at
+        self.overview: FleetOverview | None = None  # the group as the last pass read it (the dashboard)
         self.interval = interval
         self.refresh_every = refresh_every
         self.clock = clock
@@ -97,19 +107,27 @@ class FleetWorker:
         """Until ``stop`` is set; to end it without waiting out the interval, set ``stop`` then ``poke()``."""
         while not stop.is_set():
             self.step()
-            self._wake.wait(self.interval)
+            renew = self.fleet.gate.renew_every  # leases held: renew well before they expire
+            self._wake.wait(self.interval if renew is None else min(self.interval, renew))
             self._wake.clear()
 
     def step(self) -> None:
-        """One pass: migrate (once), ship what is pending, refresh the pooled outcomes when due."""
+        """One pass: migrate (once), keep leases up, ship what is pending, say this replica is alive, read
+        the group's overview (the dashboard's), and refresh the pooled outcomes when due."""
+        fleet = self.fleet
         try:
             if not self.migrated:
-                migrate(self.fleet.background)
+                migrate(fleet.background)
                 self.migrated = True
-            self.shipped = self.shipped + self.fleet.shipper.ship_all()
+            fleet.gate.keep_up(fleet.background)
+            self.shipped = self.shipped + fleet.shipper.ship_all()
+            playbooks, in_flight = self.status()
+            heartbeat(fleet.background, group=fleet.config.group, sidecar=fleet.name, version=self.version,
+                      playbooks=playbooks, in_flight=in_flight, started_at=self.started_at)
+            self.overview = read_overview(fleet.background, fleet.config.group, own=fleet.name)
             now = self.clock()
             if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_every:
-                self.fleet.pooled.refresh()
+                fleet.pooled.refresh()
                 self._refreshed_at = now
             self.last_error = self.fleet.pooled.error
         except FleetUnavailable as exc:

@@ -18,6 +18,7 @@ never a pass) and closes the history.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import os
 import queue
@@ -57,6 +58,14 @@ log = logging.getLogger("suture")
 
 TICK = 0.5  # seconds between window/validation checks when nothing arrives
 TRIM_EVERY = 30.0  # seconds between handing freed heap back to the OS (malloc_trim)
+def suture_version() -> str:
+    """The installed suture's version (the group's replicas table shows it)."""
+    try:
+        return importlib.metadata.version("suture")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 FLEET_REFRESH = 30.0  # seconds between re-reads of the fleet's exports
 
 __all__ = ["Event", "Listener", "Sidecar"]
@@ -173,7 +182,8 @@ class Sidecar:
         self.workers = EffectWorkers(self.effects, self._put, clock=self.clock)
         self.core = Core(cfg, executor=executor, history=LiveHistory(self.store, pooled), clock=self.clock,
                          emit=self._sink, port=self.workers, meter=_TelemetryMeter(self.telemetry),
-                         matchers=self.matchers, hooks=self.hooks, decisions=self.decisions)
+                         matchers=self.matchers, hooks=self.hooks, decisions=self.decisions,
+                         fleet=self.group.gate if self.group is not None else None)
         for outcome in executor.recover(self.clock()):  # on_rollback runs inline: nothing is watched yet
             self.emit("recovered", f"{outcome.fix_id} ({outcome.playbook_id}): {outcome.status}: {outcome.detail}",
                       fix_id=outcome.fix_id, status=outcome.status)
@@ -203,7 +213,8 @@ class Sidecar:
         self._core_thread = threading.get_ident()
         self.world.start()
         if self.group is not None:  # ships the journal to PostgreSQL and reads the group's outcomes
-            self.fleet_worker = FleetWorker(self.group)
+            self.fleet_worker = FleetWorker(self.group, version=suture_version(), started_at=time.time(),
+                                            status=lambda: (len(core.playbooks), len(core.fixes.runs)))
             self.world.spawn("fleet", self.fleet_worker.run, self.stop)
         self.ready.set()
         last_tick = 0.0
@@ -346,7 +357,8 @@ class Sidecar:
                 sources[name] = SourceView(name=name, kind="container", counters=follower.counters(),
                                            state=follower.state, detail=follower.stats.detail)
         return replace(core, running=live, thread_restarts=self.thread_restarts, events_seq=self.events.seq,
-                       sources=sources, fleet=self.group.background.state if self.group is not None else None)
+                       sources=sources, fleet=self.group.background.state if self.group is not None else None,
+                       fleet_overview=self.fleet_worker.overview if self.fleet_worker is not None else None)
 
     @property
     def thread_restarts(self) -> int:

@@ -9,7 +9,6 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,8 +23,7 @@ from suture.sidecar.fleet_api import FLEET
 from suture.sidecar.fleet_pg import FleetConnection
 from suture.sidecar.fleet_schema import migrate
 from suture.sidecar.fleet_suspensions import Suspensions
-from suture.sidecar.fleet_view import heartbeat, read_overview
-from suture.sidecar.snapshot import Snapshot
+from suture.sidecar.fleet_view import heartbeat
 from suture.sidecar.transport import serve
 from suture.sidecar.web import document
 
@@ -36,31 +34,6 @@ from .test_fleet_live import PROPOSE
 
 MARKUP = '<img src=x onerror="document.body.dataset.owned=1"><script>document.body.dataset.owned=2</script>'
 INJECTION = "'); DROP TABLE fleet_fixes; --"
-class Overviewed:
-    """The running sidecar as the API sees it, its snapshot carrying the group's overview.
-
-    The fleet worker is to heartbeat and read the overview each pass and put it on the Snapshot (the lead's
-    wiring in runtime.py); until a snapshot carries one, this does the same on each snapshot, on a connection
-    of its own. Everything else is the real sidecar's.
-    """
-
-    def __init__(self, sidecar: Any, fleet: FleetConnection) -> None:
-        self.sidecar, self.fleet = sidecar, fleet
-        self.api_url: str | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sidecar, name)
-
-    def snapshot(self, timeout: float = 5.0) -> Snapshot:
-        now = self.sidecar.snapshot(timeout)
-        if now.fleet_overview is not None or now.fleet is None:
-            return now
-        group, name = self.sidecar.config.fleet_pg.group, self.sidecar.config.name
-        heartbeat(self.fleet, group=group, sidecar=name, version="test", playbooks=len(now.playbooks),
-                  in_flight=len(now.runs), started_at=now.started_at)
-        return replace(now, fleet_overview=read_overview(self.fleet, group, own=name))
-
-
 class Served:
     def __init__(self, running: Running, url: str) -> None:
         self.running, self.url = running, url
@@ -81,8 +54,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """Start a sidecar with its API; ``url`` None: no fleet: in its config."""
     stops: list[Callable[[], None]] = []
 
-    def start_(url: str | None, password: str = "", name: str = "orders-1", fleet: FleetConnection | None = None
-               ) -> Served:
+    def start_(url: str | None, password: str = "", name: str = "orders-1") -> Served:
         root, target = tmp_path / name, tmp_path / name / "target"
         (target / "config").mkdir(parents=True)
         (target / "logs").mkdir()
@@ -92,7 +64,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         (root / "playbooks" / "slow.yaml").write_text(dedent(PROPOSE))
         config = load_config(root / "suture.yaml", env={"PGPASSWORD": password, "SUTURE_TOKEN": TOKEN})
         running = Running(config).start()
-        public = Overviewed(running.sidecar, fleet) if fleet is not None else running.sidecar
+        public = running.sidecar
         server = serve(public)
         stops.append(lambda: (server.shutdown(), server.server_close(), running.stop()))
         return Served(running, str(public.api_url))
@@ -112,7 +84,7 @@ def group(fleet_db: FleetDb) -> FleetConnection:
 
 @pytest.fixture
 def served(start: Callable[..., Served], fleet_db: FleetDb, group: FleetConnection) -> Served:
-    return start(fleet_db.url, fleet_db.server.password, fleet=fleet_db.connect())
+    return start(fleet_db.url, fleet_db.server.password)
 
 
 def closed_port() -> int:
