@@ -95,7 +95,8 @@ class Api:
         r(Route("POST", "/api/playbooks/{playbook_id}/resume", self.resume, "Let a suspended playbook act again.",
                 needs_token=True, body=BY_BODY))
         r(Route("GET", "/api/playbooks/{playbook_id}/explain", self.explain,
-                "Base confidence, outcomes (local and fleet), adjusted confidence, threshold, decision now."))
+                "Base confidence, outcomes (local and fleet), adjusted confidence, threshold, decision now; "
+                "with fleet:, the group's caps, canaries and what it would say."))
         r(Route("POST", "/api/sql", self.sql, "A read-only SQL query of the history (one SELECT).", needs_token=True,
                 body={"type": "object", "required": ["sql"], "additionalProperties": False,
                       "properties": {"sql": {"type": "string", "maxLength": 65536},
@@ -210,7 +211,8 @@ class Api:
         return dict(self._core(lambda: ops.resume(self.sidecar, playbook_id, body.get("by") or "api")))
 
     def explain(self, playbook_id: str) -> dict[str, Any]:
-        return dict(self._core(lambda: ops.explain(self.sidecar, playbook_id)))
+        answer = dict(self._core(lambda: ops.explain(self.sidecar, playbook_id)))
+        return answer | {"fleet": ops.explain_fleet(self.sidecar, playbook_id)}  # off the core: it asks PostgreSQL
 
     def sql(self, body: dict[str, Any]) -> dict[str, Any]:
         return ops.user_sql(self.sidecar, body["sql"], max_rows=body.get("max_rows", ops.MAX_ROWS))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from suture.engine.config import FleetConfig
 from suture.engine.errors import FleetUnavailable
@@ -60,6 +61,8 @@ EXPIRED = """SELECT c.fix_id, c.sidecar, f.status FROM fleet_canaries c
 CANARIES = f"""SELECT left(fix_id, 256), left(sidecar, 256), state FROM fleet_canaries
                WHERE grp = %s AND playbook_id = %s AND playbook_version = %s
                ORDER BY started_at, fix_id LIMIT {CANARY_ROWS}"""
+IN_FLIGHT = """SELECT count(*) FROM fleet_leases WHERE grp = %s AND playbook_id = %s AND holder IS NOT NULL
+               AND expires_at > clock_timestamp()"""
 END_CANARY = """UPDATE fleet_canaries SET state = %s, detail = %s, ended_at = clock_timestamp()
                 WHERE grp = %s AND playbook_id = %s AND fix_id = %s AND state IN ('running', 'abandoned')"""
 SUSPEND = """INSERT INTO fleet_suspensions (grp, playbook_id, suspended_by, reason, cause_fix_id)
@@ -123,13 +126,13 @@ class FleetGate:
                 self._canaries[fix_id] = pb.id
         return verdict
 
-    def _view(self, pg: PgConnection, pb: Playbook) -> GroupView:
+    def _view(self, pg: PgConnection, pb: Playbook, *, resolve: bool = True) -> GroupView:
         row = pg.execute(SUSPENSION, [self.group, pb.id]).fetchone()
         suspended = (clean_text(row[0], 500) or "no reason given") if row is not None else None
         started = pg.execute(STARTS, [self.group]).fetchone()
         canaries: tuple[Canary, ...] = ()
         if pb.scope == "replica" and self.config.canary > 0:
-            for fix_id, sidecar, status in pg.execute(EXPIRED, [self.group, pb.id]).fetchall():
+            for fix_id, sidecar, status in pg.execute(EXPIRED, [self.group, pb.id]).fetchall() if resolve else ():
                 state = canary_end(status) if status in FINAL else "abandoned"
                 self._end_canary(pg, pb.id, str(fix_id), str(sidecar), state, str(status) if status else "",
                                  "its sidecar stopped renewing it")
@@ -207,6 +210,29 @@ class FleetGate:
             if unsent:
                 with self._lock:
                     self._unsent[:0] = unsent
+
+    # -- suture explain --
+
+    def explain(self, conn: FleetConnection, pb: Playbook) -> dict[str, Any]:
+        """What the group would say now, and the numbers behind it (read only: no lock, no lease taken)."""
+        cfg = self.config
+        out: dict[str, Any] = {"group": self.group, "scope": pb.scope, "canary": cfg.canary,
+                               "max_concurrent": cfg.max_concurrent, "fixes_per_hour": cfg.fixes_per_hour,
+                               "lease_seconds": cfg.lease}
+        try:
+            with conn.transaction() as pg:
+                view = self._view(pg, pb, resolve=False)
+                in_flight = as_count((pg.execute(IN_FLIGHT, [self.group, pb.id]).fetchone() or [0])[0])
+        except FleetUnavailable as exc:
+            return out | {"reachable": False, "error": str(exc), "would": unreachable(pb.scope, str(exc)).detail()}
+        step = plan(pb.scope, view, canary=cfg.canary, fixes_per_hour=cfg.fixes_per_hour, playbook_id=pb.id)
+        if step.action == "act" and in_flight >= cfg.max_concurrent:
+            step = FleetVerdict(action="wait", reason=f"waiting: {in_flight} of at most {cfg.max_concurrent} fixes "
+                                                      "of this playbook in flight across the group")
+        return out | {"reachable": True, "in_flight": in_flight, "started_last_hour": view.started_last_hour,
+                      "suspended": view.suspended,
+                      "canaries": [{"fix_id": c.fix_id, "sidecar": c.sidecar, "state": c.state} for c in view.canaries],
+                      "would": step.detail()}
 
     @property
     def renew_every(self) -> float | None:

@@ -214,19 +214,37 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     client = _running_client(config_of(args), "explain")
     answer = client.request("GET", f"/api/playbooks/{args.playbook_id}/explain")
-    if args.json:
-        print(json.dumps(answer, indent=2))
-        return 0
-    local, fleet = answer["outcomes"]["local"], answer["outcomes"]["fleet"]
-    print(f"{answer['playbook_id']} (mode {answer['mode']}, model {answer['model']}, "
-          f"prior weight {answer['prior_weight']:g})")
-    print(f"  base confidence     {answer['base_confidence']:g}")
-    print(f"  outcomes (local)    {local['successes']} succeeded, {local['failures']} failed")
-    print(f"  outcomes (fleet)    {fleet['successes']} succeeded, {fleet['failures']} failed")
-    print(f"  adjusted confidence {answer['adjusted_confidence']:g}")
-    print(f"  threshold           {answer['threshold']:g}")
-    print(f"  decision now        {answer['decision_now']} ({answer['reason']})")
+    print(json.dumps(answer, indent=2) if args.json else render_explain(answer))
     return 0
+
+
+def render_explain(answer: dict[str, Any]) -> str:
+    """``suture explain`` as text: the numbers behind the decision, and the group's when in a fleet."""
+    local, fleet = answer["outcomes"]["local"], answer["outcomes"]["fleet"]
+    lines = [f"{answer['playbook_id']} (mode {answer['mode']}, model {answer['model']}, "
+             f"prior weight {answer['prior_weight']:g})",
+             f"  base confidence     {answer['base_confidence']:g}",
+             f"  outcomes (local)    {local['successes']} succeeded, {local['failures']} failed",
+             f"  outcomes (fleet)    {fleet['successes']} succeeded, {fleet['failures']} failed",
+             f"  adjusted confidence {answer['adjusted_confidence']:g}",
+             f"  threshold           {answer['threshold']:g}",
+             f"  decision now        {answer['decision_now']} ({answer['reason']})"]
+    group = answer.get("fleet")
+    if group:
+        lines.append(f"  fleet group         {group['group']} (scope {group['scope']}, canary {group['canary']}, "
+                     f"lease {group['lease_seconds']:g}s)")
+        if not group["reachable"]:
+            lines.append(f"  fleet               unreachable: {group['error']}")
+        else:
+            lines.append(f"  in flight (group)   {group['in_flight']} of max_concurrent {group['max_concurrent']}")
+            lines.append(f"  started last hour   {group['started_last_hour']} of fixes_per_hour "
+                         f"{group['fixes_per_hour']}")
+            if group["suspended"]:
+                lines.append(f"  suspended (group)   {group['suspended']}")
+            lines += [f"  canary              {c['fix_id']} on {c['sidecar']}: {c['state']}" for c in group["canaries"]]
+        would = group["would"]
+        lines.append(f"  the group would     {would['action']}" + (f" ({would['reason']})" if would.get("reason") else ""))
+    return "\n".join(lines)
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:

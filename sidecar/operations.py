@@ -155,6 +155,14 @@ def explain(sc: PublicSidecar, playbook_id: str, key: str = "") -> dict[str, Any
     }
 
 
+def explain_fleet(sc: PublicSidecar, playbook_id: str) -> dict[str, Any] | None:
+    """What the group would say now (None without fleet:); asks PostgreSQL, so call it off the core thread."""
+    pb = sc.playbooks.get(playbook_id)
+    if pb is None or sc.group is None:
+        return None
+    return sc.group.gate.explain(sc.group.background, pb)
+
+
 def user_sql(sc: PublicSidecar, sql: str, *, max_rows: int = MAX_ROWS, timeout: float = QUERY_TIMEOUT) -> dict[str, Any]:
     """A read-only query of the history (runs on its own cursor, off the core, with a time limit)."""
     result, truncated = read_only_query(store_of(sc), sql, max_rows=max(1, min(max_rows, MAX_ROWS)), timeout=timeout)

@@ -24,6 +24,7 @@ from suture.sidecar.fleet_pg import FleetConnection
 from suture.sidecar.fleet_schema import migrate
 from suture.sidecar.fleet_suspensions import Suspensions
 from suture.sidecar.fleet_view import heartbeat
+from suture.sidecar.history_commands import render_explain
 from suture.sidecar.transport import serve
 from suture.sidecar.web import document
 
@@ -324,3 +325,21 @@ def test_the_fleet_section_fits_a_phone(open_tab: Any, served: Served, fleet_db:
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390.5
     screenshot(page, "dashboard-fleet-390x844")
     assert tab.errors == []
+
+
+def test_explain_shows_the_groups_caps_and_what_it_would_say(served: Served, fleet_db: FleetDb,
+                                                             group: FleetConnection) -> None:
+    """GET /api/playbooks/ID/explain carries the fleet's numbers; `suture explain` prints them."""
+    Suspensions(group).suspend("orders", "slow-upstream", by="orders-2", reason="canary f-9 failed")
+    status, body = served.call("GET", "/api/playbooks/slow-upstream/explain", token=None)
+    assert status == 200
+    fleet = body["fleet"]
+    assert (fleet["group"], fleet["scope"], fleet["max_concurrent"], fleet["fixes_per_hour"]) == (
+        "orders", "replica", 1, 30)
+    assert fleet["reachable"] is True and fleet["suspended"] == "canary f-9 failed"
+    assert fleet["would"]["action"] == "skip"
+    printed = render_explain(body)
+    assert "in flight (group)   0 of max_concurrent 1" in printed
+    assert "started last hour   0 of fixes_per_hour 30" in printed
+    assert "suspended (group)   canary f-9 failed" in printed
+    assert "the group would     skip (suspended for the group: canary f-9 failed;" in printed

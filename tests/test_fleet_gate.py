@@ -6,6 +6,7 @@ they leave: leases and tokens, canary rows, the starts the hourly cap counts, su
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -222,3 +223,29 @@ def test_hostile_canary_and_suspension_rows_do_not_stop_admission(fleet: FleetCo
     verdict = gate.admit(OWN, "", "f-2")
     assert verdict.action == "skip" and len(verdict.reason) < 700
     assert Leases(fleet).held("orders", "slow-upstream") == 0
+
+
+def test_explain_shows_the_caps_the_canaries_and_what_the_group_would_say(fleet: FleetConnection,
+                                                                          fleet_db: FleetDb):
+    gates = replicas(fleet_db, 3, canary=1, max_concurrent=1, fixes_per_hour=7)
+    assert gates[0].admit(OWN, "", "f-1").canary
+    answer = gates[1].explain(fleet_db.connect(), OWN)
+    assert answer == {"group": "orders", "scope": "replica", "canary": 1, "max_concurrent": 1, "fixes_per_hour": 7,
+                      "lease_seconds": 30.0, "reachable": True, "in_flight": 1, "started_last_hour": 1,
+                      "suspended": None, "canaries": [{"fix_id": "f-1", "sidecar": "orders-1", "state": "running"}],
+                      "would": {"action": "wait", "reason": "waiting for canary f-1 (orders-1)"}}
+    shared = gates[1].explain(fleet_db.connect(), SHARED)
+    assert (shared["in_flight"], shared["would"]["action"]) == (0, "act")
+    gates[0].ended(outcome("f-1", "succeeded"))
+    assert gates[1].explain(fleet_db.connect(), OWN)["would"] == {
+        "action": "act", "reason": "canary f-1 (orders-1) succeeded", "canary": "f-1"}
+
+
+def test_explain_with_the_fleet_down_says_what_fails_closed(fleet_db: FleetDb):
+    (gate,) = replicas(fleet_db, 1)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    answer = gate.explain(fleet_db.connect(url=fleet_db.url_via(port)), SHARED)
+    assert answer["reachable"] is False and answer["error"]
+    assert answer["would"]["action"] == "propose"
