@@ -384,6 +384,8 @@ class Core:
             hook(*args)
 
     def shutdown(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stopping = True
         self.fixes.shutdown(self.clock())
         self.rules.close()
 

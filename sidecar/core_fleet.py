@@ -32,7 +32,7 @@ class FleetPort(Protocol):
 
     def fence(self, fix_id: str, pb: Playbook) -> Fence | None: ...
 
-    def ended(self, outcome: Outcome) -> None: ...
+    def ended(self, outcome: Outcome, *, interrupted: bool = False) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,7 @@ class CoreFleet:
         self.ids = ids
         self.waiting: dict[tuple[str, str], tuple[Match, str]] = {}  # (playbook, key) -> its match, why it waits
         self._retry_at = 0.0
+        self.stopping = False  # the sidecar is shutting down: the fixes it cuts short say nothing about themselves
 
     def ask(self, pb: Playbook, key: str, decision: Decision, now: float, *, match: Match | None = None) -> Asked:
         """The group's say on an ``apply``; with ``match``, a ``wait`` parks it to be fired again."""
@@ -83,4 +84,4 @@ class CoreFleet:
         self.waiting.pop((playbook_id, key), None)
 
     def ended(self, outcome: Outcome) -> None:
-        self.port.ended(outcome)
+        self.port.ended(outcome, interrupted=self.stopping)

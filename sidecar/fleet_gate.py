@@ -77,6 +77,7 @@ class _Ended:
     detail: str
     lease: Lease | None
     canary: bool
+    interrupted: bool = False
 
 
 class FleetGate:
@@ -161,14 +162,17 @@ class FleetGate:
             return None
         return LeaseFence(Leases(self.decisions), lease)
 
-    def ended(self, outcome: Outcome) -> None:
-        """A fix reached its final state: the group hears it now, or from the fleet thread once it answers."""
+    def ended(self, outcome: Outcome, *, interrupted: bool = False) -> None:
+        """A fix reached its final state: the group hears it now, or from the fleet thread once it answers.
+
+        ``interrupted``: it ended because this sidecar is stopping (a deploy, a restart), which says nothing
+        about the fix: a canary's slot is freed (``abandoned``) instead of suspending the group."""
         with self._lock:
             lease = self._leases.pop(outcome.fix_id, None)
             canary = self._canaries.pop(outcome.fix_id, None) is not None
         if lease is None and not canary:
             return
-        end = _Ended(outcome.playbook_id, outcome.fix_id, outcome.status, outcome.detail, lease, canary)
+        end = _Ended(outcome.playbook_id, outcome.fix_id, outcome.status, outcome.detail, lease, canary, interrupted)
         try:
             self._send(self.decisions, end)
         except FleetUnavailable as exc:
@@ -181,7 +185,8 @@ class FleetGate:
             if end.lease is not None:
                 release_in(pg, end.lease)
             if end.canary:
-                self._end_canary(pg, end.playbook_id, end.fix_id, self.own, canary_end(end.status), end.status,
+                state = "abandoned" if end.interrupted else canary_end(end.status)
+                self._end_canary(pg, end.playbook_id, end.fix_id, self.own, state, end.status,
                                  end.detail)
 
     # -- the fleet thread --

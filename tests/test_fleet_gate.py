@@ -249,3 +249,13 @@ def test_explain_with_the_fleet_down_says_what_fails_closed(fleet_db: FleetDb):
     answer = gate.explain(fleet_db.connect(url=fleet_db.url_via(port)), SHARED)
     assert answer["reachable"] is False and answer["error"]
     assert answer["would"]["action"] == "propose"
+
+
+def test_a_canary_cut_short_by_its_sidecar_stopping_frees_the_slot(fleet: FleetConnection, fleet_db: FleetDb):
+    """A deploy stops the canary's sidecar mid-window: the rollback says nothing about the fix, no suspension."""
+    gates = replicas(fleet_db, 2, canary=1, max_concurrent=5)
+    assert gates[0].admit(OWN, "", "f-1").canary
+    gates[0].ended(outcome("f-1", "rolled_back"), interrupted=True)
+    assert rows(fleet_db, "SELECT state FROM fleet_canaries") == [("abandoned",)]
+    assert rows(fleet_db, "SELECT count(*) FROM fleet_suspensions") == [(0,)]
+    assert gates[1].admit(OWN, "", "f-2").canary
