@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from .config_scrape import AlertsConfig, ScrapeConfig, alerts_config, scrape_config
 from .documents import load_checked
 from .errors import DocumentError, Problem
 from .playbook import Learning, parse_duration
@@ -88,6 +89,8 @@ class Config:
     state_dir: Path
     threshold: float = 85.0
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    scrapes: Mapping[str, ScrapeConfig] = field(default_factory=dict)  # sources with prometheus: or json:
+    alertmanager: AlertsConfig | None = None  # alerts.alertmanager: the webhook receiver
     probes: Mapping[str, ProbeConfig] = field(default_factory=dict)
     metrics_interval: float = 5.0
     processes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -162,10 +165,21 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         allowed.append(Path(os.path.realpath(target_root / p)))
 
     sources: dict[str, SourceConfig] = {}
+    scrapes: dict[str, ScrapeConfig] = {}
     for name, spec in data.get("sources", {}).items():
         at = ("sources", name)
-        if ("file" in spec) == ("container" in spec):
-            problems.append(doc.problem(at, "a source needs exactly one of file, container"))
+        kinds = [k for k in ("file", "container", "prometheus", "json") if k in spec]
+        if len(kinds) != 1:
+            problems.append(doc.problem(at, "a source needs exactly one of file, container, prometheus, json"))
+            continue
+        if kinds[0] in ("prometheus", "json"):
+            scrapes[name] = scrape_config(name, spec, lambda key, text, default, at=at: duration((*at, key), text,
+                                                                                                  default))
+            continue
+        scrape_only = sorted(set(spec) & {"interval", "timeout", "max_series", "max_bytes", "stale"})
+        if scrape_only:
+            problems.append(doc.problem((*at, scrape_only[0]), f"{scrape_only[0]} applies to prometheus: and json: "
+                                                               "sources only"))
             continue
         ts = spec.get("timestamp", {})
         sources[name] = SourceConfig(
@@ -228,6 +242,8 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         state_dir=_resolve(base, data.get("state_dir", "./.suture")),
         threshold=float(data.get("threshold", 85)),
         sources=sources,
+        scrapes=scrapes,
+        alertmanager=alerts_config(data.get("alerts", {}), env),
         probes=probes,
         metrics_interval=metrics_interval,
         processes=metrics_spec.get("processes", {}),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from suture.engine.alerts import AlertState
 from suture.engine.catalog import Reload
 from suture.engine.loader import PlaybookSet
 
@@ -30,6 +31,13 @@ class Lines:
 @dataclass(frozen=True, slots=True)
 class Metrics:
     samples: Sequence[MetricSample]
+
+
+@dataclass(frozen=True, slots=True)
+class Alerts:
+    """One webhook notification's alerts (Alertmanager), firing and resolved."""
+
+    alerts: Sequence[AlertState]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +77,22 @@ class Command:
     run: Callable[[], Any]
 
 
-Observation = Lines | ProbeResult | Metrics | Containers | Playbooks | EffectDone | Tick | Command
+Observation = Lines | ProbeResult | Metrics | Alerts | Containers | Playbooks | EffectDone | Tick | Command
 
-__all__ = ["Block", "Command", "ContainerState", "Containers", "EffectDone", "Line", "Lines", "MetricSample",
-           "Metrics", "Observation", "Playbooks", "ProbeResult", "Tick"]
+__all__ = [
+    "AlertState",
+    "Alerts",
+    "Block",
+    "Command",
+    "ContainerState",
+    "Containers",
+    "EffectDone",
+    "Line",
+    "Lines",
+    "MetricSample",
+    "Metrics",
+    "Observation",
+    "Playbooks",
+    "ProbeResult",
+    "Tick",
+]

@@ -46,11 +46,17 @@ class ProbeResult:
     values: tuple[tuple[str, float], ...] = ()  # extra numbers (connections, used memory, ...)
 
 
+Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricSample:
+    """One value of one series: ``name`` and ``labels`` as exposed (psutil and container metrics have none)."""
+
     name: str
     value: float
     at: float
+    labels: Labels = ()
 
 
 def utf8_cut(raw: bytes) -> bytes:
