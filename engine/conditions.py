@@ -90,10 +90,11 @@ def _probe(c: ProbeCondition, r: ProbeReading) -> str | None:
 
 
 def _metric(c: MetricCondition, r: MetricReading) -> str | None:
+    """The bound of a metric condition against its series' latest value (raw, a rate or a quantile)."""
     if c.above is not None and not r.value > c.above:
-        return f"{c.name} = {r.value:g} (expected above {c.above:g})"
+        return f"{c.series()} = {r.value:g} (expected above {c.above:g})"
     if c.below is not None and not r.value < c.below:
-        return f"{c.name} = {r.value:g} (expected below {c.below:g})"
+        return f"{c.series()} = {r.value:g} (expected below {c.below:g})"
     return None
 
 

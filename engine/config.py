@@ -173,8 +173,10 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
             problems.append(doc.problem(at, "a source needs exactly one of file, container, prometheus, json"))
             continue
         if kinds[0] in ("prometheus", "json"):
-            scrapes[name] = scrape_config(name, spec, lambda key, text, default, at=at: duration((*at, key), text,
-                                                                                                  default))
+            def scraped(key: str, text: Any, default: float, at: tuple[str, str] = at) -> float:
+                return duration((*at, key), text, default)
+
+            scrapes[name] = scrape_config(name, spec, scraped)
             continue
         scrape_only = sorted(set(spec) & {"interval", "timeout", "max_series", "max_bytes", "stale"})
         if scrape_only:

@@ -254,7 +254,12 @@ def _check_refs(pb: Playbook, doc: Document, config: Config) -> list[Problem]:
             if isinstance(leaf, LogCondition) and leaf.source not in config.sources:
                 message = _unknown("source", leaf.source, config.sources, config)
                 problems.append(doc.problem((*at, "source"), message))
-            if isinstance(leaf, ProbeCondition) and leaf.name not in config.probes:
+            if isinstance(leaf, ProbeCondition) and leaf.at.path.endswith(".scrape"):
+                scraped = leaf.name.removeprefix("scrape.")
+                if scraped not in config.scrapes:
+                    message = _unknown("scraped source", scraped, config.scrapes, config)
+                    problems.append(doc.problem((*at, "name"), message))
+            elif isinstance(leaf, ProbeCondition) and leaf.name not in config.probes:
                 message = _unknown("probe", leaf.name, config.probes, config)
                 problems.append(doc.problem((*at, "name"), message))
     for item in (*pb.fix, *pb.on_rollback):

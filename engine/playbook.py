@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from .trend_specs import Anomaly, Predict
+
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -64,16 +66,20 @@ class LogCondition:
     at_most: int | None = None
     within: float | None = None  # None in validate.expect: the validation window
     group_by: tuple[str, ...] = ()
+    anomaly: Anomaly | None = None  # the match rate against its own baseline (then no at_least / at_most)
     at: Where = field(compare=False)
 
     @property
     def signal(self) -> str:
-        return _signal_name(
-            "log",
-            [self.source, self.pattern, self.at_least, self.at_most, self.within, list(self.group_by)],
-        )
+        payload: list[object] = [self.source, self.pattern, self.at_least, self.at_most, self.within,
+                                 list(self.group_by)]
+        if self.anomaly is not None:
+            payload.append(dataclasses.asdict(self.anomaly))
+        return _signal_name("log", payload)
 
     def describe(self) -> str:
+        if self.anomaly is not None:
+            return f"rate of {self.source} lines matching /{self.pattern}/ {self.anomaly.describe()}"
         bound = f"at least {self.at_least}" if self.at_least is not None else f"at most {self.at_most}"
         within = f" within {self.within:g}s" if self.within else ""
         return f"{bound} line(s) of {self.source} matching /{self.pattern}/{within}"
@@ -81,22 +87,80 @@ class LogCondition:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricCondition:
-    """A sampled metric above or below a value, for at least ``for_s`` seconds."""
+    """A metric's series, transformed (``rate`` of a counter, ``quantile`` of a histogram) or not, compared
+    with a bound, a predicted crossing (``predict``) or an ``anomaly`` against its own baseline, for ``for_s`` seconds.
+
+    ``labels`` (exact) and ``labels_re`` (full-match regex) choose the series; in ``when`` the condition
+    holds when it holds for some series, in ``validate.expect`` it must hold for every series seen.
+    """
 
     name: str
     above: float | None = None
     below: float | None = None
     for_s: float = 0.0
+    labels: tuple[tuple[str, str], ...] = ()
+    labels_re: tuple[tuple[str, str], ...] = ()
+    rate_over: float | None = None  # per-second rate of a counter over this many seconds
+    quantile: float | None = None  # of the histogram ``<name>_bucket``
+    over: float | None = None  # quantile: the window of bucket increases; predict: the fitted window
+    predict: Predict | None = None
+    anomaly: Anomaly | None = None
+    at: Where = field(compare=False)
+
+    @property
+    def plain(self) -> bool:
+        """The latest sample of an unlabeled series against a bound (psutil, containers, JSON health)."""
+        return not (self.labels or self.labels_re or self.rate_over or self.quantile is not None
+                    or self.predict or self.anomaly)
+
+    @property
+    def signal(self) -> str:
+        if self.plain:  # as before: a reload keeps these signals
+            return _signal_name("metric", [self.name, self.above, self.below, self.for_s])
+        return _signal_name("metric", [self.name, self.above, self.below, self.for_s, list(self.labels),
+                                       list(self.labels_re), self.rate_over, self.quantile, self.over,
+                                       dataclasses.asdict(self.predict) if self.predict else None,
+                                       dataclasses.asdict(self.anomaly) if self.anomaly else None])
+
+    def series(self) -> str:
+        """The series as a person would write it: ``rate(http_requests_total{code="500"}[60s])``."""
+        matchers = [f'{k}="{v}"' for k, v in self.labels] + [f'{k}=~"{v}"' for k, v in self.labels_re]
+        text = self.name + ("{" + ",".join(matchers) + "}" if matchers else "")
+        if self.quantile is not None:
+            window = f"[{self.over:g}s]" if self.over else ""
+            text = f"quantile {self.quantile:g} of {self.name}_bucket{text[len(self.name):]}{window}"
+        if self.rate_over:
+            text = f"rate({text}[{self.rate_over:g}s])"
+        return text
+
+    def describe(self) -> str:
+        sustained = f" for {self.for_s:g}s" if self.for_s else ""
+        if self.predict:
+            return f"{self.series()} {self.predict.describe()} (fit over {self.over or 0:g}s){sustained}"
+        if self.anomaly:
+            return f"{self.series()} {self.anomaly.describe()}{sustained}"
+        bounds = [f"{op} {v:g}" for op, v in ((">", self.above), ("<", self.below)) if v is not None]
+        return f"{self.series()} {' and '.join(bounds)}{sustained}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertCondition:
+    """An Alertmanager alert named ``name`` (its ``alertname``) with ``labels``, in ``state`` for ``for_s``."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    state: Literal["firing", "resolved"] = "firing"
+    for_s: float = 0.0
     at: Where = field(compare=False)
 
     @property
     def signal(self) -> str:
-        return _signal_name("metric", [self.name, self.above, self.below, self.for_s])
+        return _signal_name("alert", [self.name, list(self.labels), self.state, self.for_s])
 
     def describe(self) -> str:
-        bounds = [f"{op} {v:g}" for op, v in ((">", self.above), ("<", self.below)) if v is not None]
+        labels = "{" + ",".join(f'{k}="{v}"' for k, v in self.labels) + "}" if self.labels else ""
         sustained = f" for {self.for_s:g}s" if self.for_s else ""
-        return f"{self.name} {' and '.join(bounds)}{sustained}"
+        return f"alert {self.name}{labels} {self.state}{sustained}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +216,7 @@ class ContainerCondition:
         return f"container {self.name} restarted at least {self.restarts_at_least} time(s){within}"
 
 
-Leaf = LogCondition | MetricCondition | ProbeCondition | ContainerCondition
+Leaf = LogCondition | MetricCondition | ProbeCondition | ContainerCondition | AlertCondition
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,7 +244,7 @@ class NotOf:
 
 
 Condition = Leaf | AllOf | AnyOf | NotOf
-LEAF_TYPES = (LogCondition, MetricCondition, ProbeCondition, ContainerCondition)
+LEAF_TYPES = (LogCondition, MetricCondition, ProbeCondition, ContainerCondition, AlertCondition)
 
 
 def leaves(condition: Condition) -> list[Leaf]:

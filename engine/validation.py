@@ -16,8 +16,10 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .conditions import ContainerReading, Count, MetricReading, ProbeReading, Reading, counted, holds, unmet
+from .alerts import AlertState
+from .conditions import ContainerReading, Count, ProbeReading, Reading, counted, holds, unmet
 from .playbook import (
+    AlertCondition,
     AllOf,
     AnyOf,
     Condition,
@@ -31,6 +33,7 @@ from .playbook import (
     leaves,
     truth,
 )
+from .series import Labels, SeriesWatch
 
 State = Literal["pending", "breached", "passed", "failed", "inconclusive"]
 
@@ -55,6 +58,8 @@ class _Watch:
     recent: deque[float] = field(default_factory=deque)
     bad_since: float | None = None
     breach: str | None = None
+    series: SeriesWatch | None = None  # a metric leaf: its series, as seen since the window opened
+    last_state: bool | None = None  # an alert leaf: whether the last notification was in the leaf's state
 
     def holds(self) -> bool | None:
         """At the end of the window: True, False, or None for "no data"."""
@@ -62,6 +67,8 @@ class _Watch:
             return False
         if self.observations == 0:
             return None
+        if self.last_state is not None:
+            return self.last_state
         # a counted leaf is judged by its count over the window; any other held unless breached
         return holds(self.leaf, Count(self.matches)) if counted(self.leaf) else True
 
@@ -77,7 +84,8 @@ class Judge:
         self._watches: dict[int, _Watch] = {}
         for item in validate.expect:
             for leaf in leaves(item):
-                self._watches.setdefault(id(leaf), _Watch(leaf))
+                self._watches.setdefault(id(leaf), _Watch(
+                    leaf, series=SeriesWatch(leaf) if isinstance(leaf, MetricCondition) else None))
 
     # -- what it needs to hear about --
 
@@ -134,8 +142,34 @@ class Judge:
     def probe(self, name: str, healthy: bool, latency_ms: float | None, at: float) -> None:
         self._read(ProbeCondition, name, ProbeReading(healthy=healthy, latency_ms=latency_ms), at)
 
-    def metric(self, name: str, value: float, at: float) -> None:
-        self._read(MetricCondition, name, MetricReading(value), at)
+    def metric(self, name: str, value: float, at: float, labels: Labels = ()) -> None:
+        self.metrics(name, [(labels, value)], at)
+
+    def metrics(self, name: str, samples: list[tuple[Labels, float]], at: float) -> None:
+        """Samples of one metric at ``at``: every series a leaf watches must satisfy it (for ``for_s``)."""
+        if at < self.opens_at:
+            return
+        for w in self._watches.values():
+            if w.series is None or not w.series.wants(name):
+                continue
+            w.series.add_many(samples, at)
+            said = [x for x in w.series.judge(at).values() if x.known]
+            if not said:
+                continue
+            w.observations += 1
+            why = next((x.why for x in said if not x.holds), None)
+            self._sustain(w, why, getattr(w.leaf, "for_s", 0.0), at)
+
+    def alert(self, alert: AlertState) -> None:
+        """A notification of an alert: an ``alert`` expectation holds when the last one is in its state."""
+        if alert.at < self.opens_at:
+            return
+        for w in self._of(AlertCondition):
+            leaf = w.leaf
+            assert isinstance(leaf, AlertCondition)
+            if alert.name == leaf.name and all(alert.label(k) == v for k, v in leaf.labels):
+                w.observations += 1
+                w.last_state = alert.state == leaf.state
 
     def container(self, name: str, state: str, restarted: bool, at: float) -> None:
         if at < self.opens_at:
@@ -147,7 +181,7 @@ class Judge:
             elif restarted:
                 w.matches += 1
 
-    def _read(self, kind: type[ProbeCondition | MetricCondition], name: str, reading: Reading, at: float) -> None:
+    def _read(self, kind: type[ProbeCondition], name: str, reading: Reading, at: float) -> None:
         if at < self.opens_at:
             return
         for w in self._of(kind, name):

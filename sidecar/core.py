@@ -26,7 +26,7 @@ from suture.engine.decide import Decision, Outcomes, decide
 from suture.engine.errors import SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.loader import PlaybookSet
-from suture.engine.playbook import ContainerCondition, Leaf, Playbook, leaves
+from suture.engine.playbook import ContainerCondition, Leaf, MetricCondition, Playbook, leaves
 from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
 
 from .core_fleet import CoreFleet, FleetPort
@@ -34,13 +34,26 @@ from .core_view import core_snapshot
 from .events import Event, clean
 from .fixes import EffectPort, Fixes
 from .history import History
-from .observations import Command, Containers, EffectDone, Lines, Metrics, Observation, Playbooks, ProbeResult, Tick
+from .observations import (
+    Alerts,
+    AlertState,
+    Command,
+    Containers,
+    EffectDone,
+    Lines,
+    Metrics,
+    Observation,
+    Playbooks,
+    ProbeResult,
+    Tick,
+)
 from .signals import MatcherCache, SignalBoard, Transition
 from .snapshot import Snapshot
-from .sources.base import Block
+from .sources.base import Block, Labels
 from .sources.containers import metric_containers
 
 log = logging.getLogger("suture")
+MAX_ALERTS = 10_000  # firing alerts kept (the oldest is forgotten past it)
 
 
 class Meter:
@@ -98,6 +111,8 @@ class Core:
         self.playbooks: dict[str, Playbook] = {}
         self.playbook_set: PlaybookSet | None = None
         self.probe_results: dict[str, ProbeResult] = {}
+        self.alerts: dict[str, AlertState] = {}  # firing alerts by fingerprint (Alertmanager)
+        self.metric_names: frozenset[str] = frozenset()  # metrics some condition reads
         self.deferred: list[tuple[str, Match]] = []  # fixes waiting for another fix of the same file
         self.watched_containers: frozenset[str] = frozenset()
         self.metric_containers: frozenset[str] = frozenset()
@@ -108,7 +123,8 @@ class Core:
         self.fixes = Fixes(executor, port=port, clock=clock, started=self._validating, ended=self._report,
                            hook=self._hook)
         self._handlers: dict[type, Callable[[Any], Any]] = {
-            Lines: self._lines, ProbeResult: self._probe, Metrics: self._metrics, Containers: self._containers,
+            Lines: self._lines, ProbeResult: self._probe, Metrics: self._metrics, Alerts: self._alerts,
+            Containers: self._containers,
             Playbooks: self.install, EffectDone: self.fixes.effect_done, Tick: lambda t: self.tick(t.at),
             Command: lambda c: c.run(),
         }
@@ -147,6 +163,10 @@ class Core:
                     if isinstance(leaf, ContainerCondition)}  # judged during a fix
         self.watched_containers = frozenset(board.containers() | expected)
         self.metric_containers = metric_containers(result.playbooks)
+        self.metric_names = frozenset(
+            leaf.name + ("_bucket" if leaf.quantile is not None else "")
+            for pb in result.playbooks for item in (pb.when, *pb.validate.expect) for leaf in leaves(item)
+            if isinstance(leaf, MetricCondition))
         self.playbook_set = result
         self.playbooks = {pb.id: pb for pb in result.playbooks}
         self.loaded_at = now
@@ -185,9 +205,30 @@ class Core:
         self._apply(self.board.probe(result.name, result.healthy, result.latency_ms, result.at))
 
     def _metrics(self, batch: Metrics) -> None:
+        """One batch (a scrape, a psutil sample): the samples of each metric some condition reads, together."""
+        series: dict[tuple[str, float], list[tuple[Labels, float]]] = {}
         for s in batch.samples:
-            self._judge(lambda judge: judge.metric(s.name, s.value, s.at))  # noqa: B023 (called at once)
-            self._apply(self.board.metric(s.name, s.value, s.at))
+            if s.name in self.metric_names:
+                series.setdefault((s.name, s.at), []).append((s.labels, s.value))
+        for (name, at), samples in series.items():
+            self._judge(lambda judge: judge.metrics(name, samples, at))  # noqa: B023 (called at once)
+            self._apply(self.board.metrics(name, samples, at))
+
+    def _alerts(self, batch: Alerts) -> None:
+        """A webhook's alerts: kept by fingerprint while firing; a new state is an event and a transition."""
+        for alert in batch.alerts:
+            before = self.alerts.get(alert.fingerprint)
+            if alert.state == "firing":
+                self.alerts[alert.fingerprint] = alert
+                while len(self.alerts) > MAX_ALERTS:
+                    self.alerts.pop(next(iter(self.alerts)))
+            else:
+                self.alerts.pop(alert.fingerprint, None)
+            if ("firing" if before else "resolved") != alert.state:
+                self.emit("alert", f"alert {alert.name} {alert.state} ({alert.fingerprint})",
+                          fingerprint=alert.fingerprint, name=alert.name, state=alert.state)
+            self._judge(lambda judge: judge.alert(alert))  # noqa: B023 (called at once)
+            self._apply(self.board.alert(alert))
 
     def _containers(self, batch: Containers) -> None:
         for st in batch.states:

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from suture.engine.executor import FixRun
 from suture.engine.loader import PlaybookSet
-from suture.engine.playbook import ContainerCondition, LogCondition, MetricCondition, Playbook, leaves
+from suture.engine.playbook import AlertCondition, ContainerCondition, LogCondition, MetricCondition, Playbook, leaves
 from suture.engine.rules import Match
 
 from .signals import SignalBoard
@@ -68,12 +68,17 @@ def core_snapshot(core: CoreState) -> Snapshot:
     conditions: list[ConditionView] = []
     for signal, entry in board.sustained.items():
         sustained = entry.leaf
-        kind: ConditionKind = "metric" if isinstance(sustained, MetricCondition) else \
-            "container" if isinstance(sustained, ContainerCondition) else "probe"
+        kind: ConditionKind = ("metric" if isinstance(sustained, MetricCondition) else
+                               "container" if isinstance(sustained, ContainerCondition) else
+                               "alert" if isinstance(sustained, AlertCondition) else "probe")
         conditions.append(ConditionView(
             signal=signal, kind=kind, subject=sustained.name, condition=sustained.describe(),
             playbooks=tuple(owners.get(signal, ())), holding=entry.holding,
             pending=entry.good_since is not None and not entry.holding))
+    for signal, anomaly in board.anomalies.items():
+        conditions.append(ConditionView(
+            signal=signal, kind="log", subject=anomaly.leaf.source, condition=anomaly.leaf.describe(),
+            playbooks=tuple(owners.get(signal, ())), holding=anomaly.holding))
     for signal, window in board.logs.items():
         leaf = window.leaf
         keys = list(itertools.islice(window.matches.times, BUSIEST_OF)) or [""]

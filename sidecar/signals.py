@@ -23,8 +23,10 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from suture.engine.conditions import ContainerReading, Count, MetricReading, ProbeReading, Reading, counted, holds
+from suture.engine.alerts import AlertState
+from suture.engine.conditions import ContainerReading, Count, ProbeReading, Reading, counted, holds
 from suture.engine.playbook import (
+    AlertCondition,
     ContainerCondition,
     Leaf,
     LogCondition,
@@ -34,6 +36,7 @@ from suture.engine.playbook import (
     leaves,
 )
 from suture.engine.rules import Fact, sustained_fact
+from suture.engine.series import Labels, LogRate, Said, SeriesWatch
 
 from .matching import PatternSet
 
@@ -157,7 +160,7 @@ class _LogWindow:
 class _Sustained:
     """A leaf that holds when the latest reading satisfies it for at least ``for_s``."""
 
-    leaf: ProbeCondition | MetricCondition | ContainerCondition
+    leaf: ProbeCondition | ContainerCondition
     good_since: float | None = None
     holding: bool = False
     restarts: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
@@ -188,6 +191,100 @@ class _Sustained:
         else:
             for_s = getattr(leaf, "for_s", 0.0)
             now_holds = self.good_since is not None and now - self.good_since >= for_s
+        if now_holds == self.holding:
+            return []
+        self.holding = now_holds
+        return [Transition(self.fact, now_holds)]
+
+
+@dataclass(slots=True)
+class _SeriesEval:
+    """A metric leaf over its series (engine.series): holds while some series has held for ``for_s``."""
+
+    leaf: MetricCondition
+    watch: SeriesWatch
+    since: dict[Labels, float] = field(default_factory=dict)  # series -> held since
+    holding: bool = False
+    last: dict[Labels, Said] = field(default_factory=dict)  # what each series said at the last look
+
+    @property
+    def fact(self) -> Fact:
+        return sustained_fact(self.leaf)
+
+    @property
+    def good_since(self) -> float | None:
+        return min(self.since.values(), default=None)
+
+    def samples(self, samples: list[tuple[Labels, float]], at: float) -> list[Transition]:
+        self.watch.add_many(samples, at)
+        return self.tick(at)
+
+    def tick(self, now: float) -> list[Transition]:
+        self.watch.expire(now)
+        self.last = self.watch.judge(now)
+        for labels, said in self.last.items():
+            if said.holds:
+                self.since.setdefault(labels, now)
+            else:
+                self.since.pop(labels, None)
+        for labels in [k for k in self.since if k not in self.last]:
+            del self.since[labels]
+        now_holds = any(now - t >= self.leaf.for_s for t in self.since.values())
+        if now_holds == self.holding:
+            return []
+        self.holding = now_holds
+        return [Transition(self.fact, now_holds)]
+
+
+@dataclass(slots=True)
+class _LogAnomaly:
+    """A log leaf with ``anomaly``: its matches per bucket against their baseline (engine.series.LogRate)."""
+
+    leaf: LogCondition
+    rate: LogRate
+    holding: bool = False
+    last: Said | None = None
+
+    def matched(self, at: float) -> list[Transition]:
+        self.rate.add(at)
+        return self.tick(at)
+
+    def tick(self, now: float) -> list[Transition]:
+        self.last = self.rate.said(now)
+        if self.last.holds == self.holding:
+            return []
+        self.holding = self.last.holds
+        return [Transition(Fact(signal=self.leaf.signal), self.holding)]
+
+
+@dataclass(slots=True)
+class _AlertEval:
+    """An alert leaf: holds while a matching alert has been in its state for ``for_s`` (since suture saw it so)."""
+
+    leaf: AlertCondition
+    since: dict[str, float] = field(default_factory=dict)  # fingerprint -> in the leaf's state since
+    holding: bool = False
+
+    @property
+    def fact(self) -> Fact:
+        return sustained_fact(self.leaf)
+
+    @property
+    def good_since(self) -> float | None:
+        return min(self.since.values(), default=None)
+
+    def alert(self, alert: AlertState) -> list[Transition]:
+        leaf = self.leaf
+        if alert.name != leaf.name or any(alert.label(k) != v for k, v in leaf.labels):
+            return []
+        if alert.state == leaf.state:
+            self.since.setdefault(alert.fingerprint, alert.at)
+        else:
+            self.since.pop(alert.fingerprint, None)
+        return self.tick(alert.at)
+
+    def tick(self, now: float) -> list[Transition]:
+        now_holds = any(now - t >= self.leaf.for_s for t in self.since.values())
         if now_holds == self.holding:
             return []
         self.holding = now_holds
@@ -255,7 +352,8 @@ class SignalBoard:
         matchers: MatcherCache | None = None,
     ) -> None:
         self.logs: dict[str, _LogWindow] = {}
-        self.sustained: dict[str, _Sustained] = {}
+        self.sustained: dict[str, _Sustained | _SeriesEval | _AlertEval] = {}
+        self.anomalies: dict[str, _LogAnomaly] = {}
         self.matches: dict[PatternKey, _Matches] = {}
         self._signals_of: dict[PatternKey, set[str]] = {}
         expect_logs: list[LogCondition] = []
@@ -275,7 +373,14 @@ class SignalBoard:
         self._key_of = {signal: k for m in self._matchers.values() for signal, k in m.key_of.items()}
 
     def _add(self, leaf: Leaf, previous: SignalBoard | None) -> None:
-        if isinstance(leaf, LogCondition):
+        if isinstance(leaf, LogCondition) and leaf.anomaly is not None:  # its own buckets, fed by the shared matcher
+            self._signals_of.setdefault(pattern_key(leaf), set()).add(leaf.signal)
+            if leaf.signal not in self.anomalies:
+                old_a = previous.anomalies.get(leaf.signal) if previous else None
+                self.anomalies[leaf.signal] = old_a if old_a is not None else _LogAnomaly(leaf, LogRate(leaf))
+            self.matches.setdefault(pattern_key(leaf), (previous.matches.get(pattern_key(leaf)) if previous else None)
+                                    or _Matches(keep=1))
+        elif isinstance(leaf, LogCondition):
             key = pattern_key(leaf)
             self._signals_of.setdefault(key, set()).add(leaf.signal)
             if leaf.signal in self.logs:
@@ -290,12 +395,20 @@ class SignalBoard:
             self.logs[leaf.signal] = _LogWindow(leaf, matches, set(old.holding) if old else set())
         elif leaf.signal not in self.sustained:
             old_s = previous.sustained.get(leaf.signal) if previous else None
-            self.sustained[leaf.signal] = old_s if old_s is not None else _Sustained(leaf)
+            if old_s is not None:
+                self.sustained[leaf.signal] = old_s
+            elif isinstance(leaf, MetricCondition):
+                self.sustained[leaf.signal] = _SeriesEval(leaf, SeriesWatch(leaf))
+            elif isinstance(leaf, AlertCondition):
+                self.sustained[leaf.signal] = _AlertEval(leaf)
+            else:
+                self.sustained[leaf.signal] = _Sustained(leaf)
 
     def holding(self) -> list[Fact]:
         """Every fact that holds now (to carry into a new rules generation)."""
         out = [Fact(signal=s, labels=w.matches.labels.get(k, {})) for s, w in self.logs.items() for k in w.holding]
         out += [e.fact for e in self.sustained.values() if e.holding]
+        out += [Fact(signal=s) for s, a in self.anomalies.items() if a.holding]
         return out
 
     def start(self, now: float) -> list[Transition]:
@@ -333,18 +446,36 @@ class SignalBoard:
                 window = self.logs.get(leaf_signal)
                 if window is not None:
                     out.extend(window.update(group, at))
+                anomaly = self.anomalies.get(leaf_signal)
+                if anomaly is not None:
+                    out.extend(anomaly.matched(at))
         return out, matched
 
     def _watching(self, kind: type[Leaf], name: str) -> list[_Sustained]:
-        return [e for e in self.sustained.values() if type(e.leaf) is kind and e.leaf.name == name]
+        return [e for e in self.sustained.values()
+                if isinstance(e, _Sustained) and type(e.leaf) is kind and e.leaf.name == name]
 
     def probe(self, name: str, healthy: bool, latency_ms: float | None, at: float) -> list[Transition]:
         reading = ProbeReading(healthy=healthy, latency_ms=latency_ms)
         return [t for e in self._watching(ProbeCondition, name) for t in e.reading(reading, at)]
 
-    def metric(self, name: str, value: float, at: float) -> list[Transition]:
-        reading = MetricReading(value)
-        return [t for e in self._watching(MetricCondition, name) for t in e.reading(reading, at)]
+    def metric(self, name: str, value: float, at: float, labels: Labels = ()) -> list[Transition]:
+        return self.metrics(name, [(labels, value)], at)
+
+    def metrics(self, name: str, samples: list[tuple[Labels, float]], at: float) -> list[Transition]:
+        """Samples of one metric taken at ``at`` (a histogram's buckets together, for a quantile)."""
+        out: list[Transition] = []
+        for e in self.sustained.values():
+            if isinstance(e, _SeriesEval) and e.watch.wants(name):
+                out.extend(e.samples(samples, at))
+        return out
+
+    def metric_names(self) -> set[str]:
+        """The metrics some condition reads (``<name>_bucket`` for a quantile)."""
+        return {e.watch.metric for e in self.sustained.values() if isinstance(e, _SeriesEval)}
+
+    def alert(self, alert: AlertState) -> list[Transition]:
+        return [t for e in self.sustained.values() if isinstance(e, _AlertEval) for t in e.alert(alert)]
 
     def container(self, name: str, state: str, at: float, *, restarted: bool = False) -> list[Transition]:
         """A container's state as polled; ``restarted``: a new start was seen since the last poll."""
@@ -369,6 +500,8 @@ class SignalBoard:
                 out.extend(w.tick(now))
         for e in self.sustained.values():
             out.extend(e.tick(now))
+        for a in self.anomalies.values():
+            out.extend(a.tick(now))
         return out
 
     def count(self, signal: str, key: str, now: float) -> int:

@@ -18,7 +18,7 @@ from suture.engine.playbook import Playbook
 from .fleet_view import FleetOverview
 from .sources.base import ProbeResult
 
-ConditionKind = Literal["log", "probe", "metric", "container"]
+ConditionKind = Literal["log", "probe", "metric", "container", "alert"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
