@@ -53,7 +53,8 @@ CANARY_ROWS = 64  # canaries of one playbook version read at admission (the plan
 SUSPENSION = """SELECT left(reason, 500) FROM fleet_suspensions
                 WHERE grp = %s AND playbook_id = %s AND resumed_at IS NULL LIMIT 1"""
 STARTS = """SELECT count(*) FROM fleet_starts
-            WHERE grp = %s AND started_at >= clock_timestamp() - interval '1 hour'"""
+            WHERE grp = %s AND started_at >= clock_timestamp() - interval '1 hour'
+              AND started_at <= clock_timestamp() + interval '1 minute'"""  # a row dated ahead was written by no start
 EXPIRED = """SELECT c.fix_id, c.sidecar, f.status FROM fleet_canaries c
              LEFT JOIN fleet_fixes f ON f.grp = c.grp AND f.sidecar = c.sidecar AND f.id = c.fix_id
              WHERE c.grp = %s AND c.playbook_id = %s AND c.state = 'running' AND c.expires_at <= clock_timestamp()

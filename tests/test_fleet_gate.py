@@ -259,3 +259,14 @@ def test_a_canary_cut_short_by_its_sidecar_stopping_frees_the_slot(fleet: FleetC
     assert rows(fleet_db, "SELECT state FROM fleet_canaries") == [("abandoned",)]
     assert rows(fleet_db, "SELECT count(*) FROM fleet_suspensions") == [(0,)]
     assert gates[1].admit(OWN, "", "f-2").canary
+
+
+def test_starts_dated_in_the_future_do_not_hold_the_hourly_cap_for_ever(fleet: FleetConnection, fleet_db: FleetDb):
+    """Rows no start wrote (dated 'infinity' or next year, by a buggy or hostile sidecar) are not counted."""
+    (gate,) = replicas(fleet_db, 1, canary=0, max_concurrent=10, fixes_per_hour=2)
+    with fleet_db.admin() as conn:
+        for i, when in enumerate(("infinity", "2099-01-01", "now() + interval '2 hours'")):
+            conn.execute(f"INSERT INTO fleet_starts (grp, playbook_id, fix_id, sidecar, started_at) "
+                         f"VALUES ('orders', 'x', 'f-h{i}', 'evil', {when if 'now' in when else repr(when)})")
+    assert gate.admit(OWN, "", "f-1").action == "act"
+    assert gate.explain(fleet_db.connect(), OWN)["started_last_hour"] == 1
