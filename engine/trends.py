@@ -60,7 +60,7 @@ def fit(points: Sequence[Point]) -> Fit | None:
 
     Times are centred before summing, so epoch-sized times do not cost precision."""
     n = len(points)
-    if n < MIN_FIT_POINTS:
+    if n < MIN_FIT_POINTS or all(t == points[0][0] for t, _ in points):
         return None
     mean_t = math.fsum(t for t, _ in points) / n
     mean_v = math.fsum(v for _, v in points) / n
@@ -131,4 +131,4 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     inside = counts[index] - below
     if inside <= 0:
         return upper
-    return lower + (upper - lower) * (rank - below) / inside
+    return min(upper, max(lower, lower + (upper - lower) * (rank - below) / inside))  # rounding stays in the bucket

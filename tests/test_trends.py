@@ -225,15 +225,9 @@ def test_fit_of_points_all_at_one_round_time_is_none() -> None:
     assert fit([(100.0, v) for v in [1.0, 2.0, 3.0, 4.0, 5.0]]) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trends.fit: mean_t = fsum(t)/n rounds away from t when every t is equal (t=1717986918.5515254, "
-    "n=5: mean_t - t = 2.4e-07), so stt > 0 and a Fit with span 0 comes back instead of None "
-    "(e.g. slope 2.44e-05 for values 134364.24, 847433.74, 763774.62, 255069.03, 495435.09)",
-)
 @FAST
 @given(st.floats(0, 2e9), st.lists(st.floats(-1e6, 1e6), min_size=MIN_FIT_POINTS, max_size=20))
-@example(t=1717986918.5515254, values=[0.0] * 5)  # always tried first: the xfail is deterministic
+@example(t=1717986918.5515254, values=[0.0] * 5)  # the case that once returned a Fit of span 0
 def test_fit_needs_more_than_one_time(t: float, values: list[float]) -> None:
     assert fit([(t, v) for v in values]) is None
 
@@ -449,12 +443,6 @@ def test_histogram_quantile_lies_in_the_bucket_of_the_true_quantile(q: float, sa
     assert lower - slack <= got <= upper + slack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trends.histogram_quantile interpolates lower + (upper - lower) * fraction unclamped (as "
-    "Prometheus's bucketQuantile does): buckets [(-1, 0), (-4.364626642615476e-29, 1), (inf, 1)], q=1 "
-    "-> -1 + 1.0 = 0.0, above the bucket's upper bound -4.36e-29",
-)
 def test_histogram_quantile_never_leaves_the_bucket_by_rounding() -> None:
     buckets, lower, upper = true_quantile_bucket(1.0, [-1.0, -4.364626642615476e-29], [-0.5])
     assert lower <= histogram_quantile(1.0, buckets) <= upper
