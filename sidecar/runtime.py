@@ -350,6 +350,7 @@ class Sidecar:
         core = self.call(self.core.snapshot, timeout=timeout) if live else self.core.snapshot()
         sources: dict[str, SourceView] = {}
         world = self.world
+        scrapes = {name: scraper.stats for name, scraper in dict(world.scrapers).items()} if world is not None else {}
         if world is not None:
             for name, tail in dict(world.sources).items():
                 sources[name] = SourceView(name=name, kind="file", counters=dict(tail.stats))
@@ -357,7 +358,8 @@ class Sidecar:
                 sources[name] = SourceView(name=name, kind="container", counters=follower.counters(),
                                            state=follower.state, detail=follower.stats.detail)
         return replace(core, running=live, thread_restarts=self.thread_restarts, events_seq=self.events.seq,
-                       sources=sources, fleet=self.group.background.state if self.group is not None else None,
+                       sources=sources, scrapes=scrapes,
+                       fleet=self.group.background.state if self.group is not None else None,
                        fleet_overview=self.fleet_worker.overview if self.fleet_worker is not None else None)
 
     @property

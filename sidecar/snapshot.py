@@ -17,6 +17,7 @@ from suture.engine.playbook import Playbook
 
 from .fleet_view import FleetOverview
 from .sources.base import ProbeResult
+from .sources.scrape import ScrapeStats
 
 ConditionKind = Literal["log", "probe", "metric", "container", "alert"]
 
@@ -85,6 +86,7 @@ class Snapshot:
     fleet: FleetState | None = None  # the fleet connection on PostgreSQL (None: no fleet: configured)
     fleet_overview: FleetOverview | None = None  # the group as last read by the fleet worker (None: not yet)
     playbook_problems: tuple[Problem, ...] = ()  # each problem of the playbook folder now (``problems`` counts them)
+    scrapes: Mapping[str, ScrapeStats] = field(default_factory=dict)  # prometheus: and json: sources, by name
 
     @classmethod
     def empty(cls, at: float) -> Snapshot:

@@ -5,7 +5,8 @@ Two kinds of numbers:
 - read at scrape time from the sidecar's public :class:`~.snapshot.Snapshot` (a collector):
   lines, bytes, truncated lines, decode errors, rotations and truncations per
   source; matches per playbook condition; probe status and latency; active
-  signals; loaded playbooks; reloads and reload errors;
+  signals; loaded playbooks; reloads and reload errors; scrapes of prometheus: and json:
+  sources (by result, samples kept and dropped, bytes, last duration);
 - counted as things happen (a private registry, never the global one): fixes
   by playbook and outcome, adjusted confidence per playbook, detection latency
   and fix duration histograms.
@@ -24,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .snapshot import Snapshot
+from .sources.scrape import DROP_REASONS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -58,6 +60,7 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("suture_signals_active", "Conditions holding now (facts in the rules engine).",
                                 value=now.signals_active)
         yield from _probes(now)
+        yield from _scrapes(now)
         yield GaugeMetricFamily("suture_playbooks_loaded", "Playbooks in force.", value=len(now.playbooks))
         yield GaugeMetricFamily("suture_playbook_problems", "Problems of the playbook folder now.", value=now.problems)
         yield CounterMetricFamily("suture_reloads", "Playbook reloads swapped in.", value=now.reloads)
@@ -96,6 +99,31 @@ def _sources(now: Snapshot) -> Iterator[Metric]:
             if view.kind == "container":
                 family.add_metric([source], view.counters[key])
         yield family
+
+
+def _scrapes(now: Snapshot) -> Iterator[Metric]:
+    """Per prometheus: or json: source: scrapes by result, samples kept, samples dropped by reason, bytes, duration."""
+    scrapes = dict(sorted(now.scrapes.items()))
+    total = CounterMetricFamily("suture_scrape", "Scrapes of a prometheus: or json: source, by result (ok, failed).",
+                                labels=["source", "result"])
+    kept = CounterMetricFamily("suture_scrape_samples", "Samples kept from the scrapes, per source.", labels=["source"])
+    dropped = CounterMetricFamily("suture_scrape_series_dropped",
+                                  "Samples dropped, per source and reason (cap, duplicate, long_name, nonfinite, "
+                                  "unsupported).", labels=["source", "reason"])
+    size = CounterMetricFamily("suture_scrape_bytes", "Bytes of the bodies scraped, per source.", labels=["source"])
+    last = GaugeMetricFamily("suture_scrape_duration_seconds", "The source's last scrape, failed or not.",
+                             labels=["source"])
+    series = GaugeMetricFamily("suture_scrape_series", "Samples kept from the source's last scrape.", labels=["source"])
+    for source, stats in scrapes.items():
+        total.add_metric([source, "ok"], stats.ok)
+        total.add_metric([source, "failed"], stats.failed)
+        kept.add_metric([source], stats.samples)
+        for reason in DROP_REASONS:
+            dropped.add_metric([source, reason], stats.dropped.get(reason, 0))
+        size.add_metric([source], stats.bytes)
+        last.add_metric([source], stats.last_duration)
+        series.add_metric([source], stats.last_samples)
+    yield from (total, kept, dropped, size, last, series)
 
 
 def _probes(now: Snapshot) -> Iterator[Metric]:

@@ -1,4 +1,4 @@
-"""The world around the core: the threads that wait on files, containers, probes and the playbook folder.
+"""The world around the core: the threads that wait on files, containers, probes, scrapes and the playbook folder.
 
 Each loop turns what it sees into an observation and ``put``s it on the core's queue (a file or
 container log batch is ``hand``ed: the loop waits until the core has taken it before moving
@@ -25,8 +25,10 @@ from .signals import MatcherCache
 from .sources.container_logs import ContainerLogSource, LogPositions
 from .sources.containers import ContainerStats, ContainerWatcher
 from .sources.files import Checkpoints, FileSource
+from .sources.json_health import JsonHealthScraper
 from .sources.metrics import MetricsSampler
 from .sources.probes import Probe, build_probe, probe_registry
+from .sources.scrape import PrometheusScraper, Scraper
 from .watch import Pacer, Watcher
 
 log = logging.getLogger("suture")
@@ -77,6 +79,7 @@ class World:
         self.threads: list[threading.Thread] = []
         self.sources: dict[str, FileSource] = {}
         self.container_logs: dict[str, ContainerLogSource] = {}
+        self.scrapers: dict[str, Scraper] = {}  # prometheus: and json: sources
         self._catalog_lock = threading.Lock()
         self._wake_lock = threading.Lock()
         self._wakers: list[threading.Event] = []
@@ -120,6 +123,10 @@ class World:
                 self.emit("error", f"probe {cfg.name}: {exc.args[0]}")
                 continue
             self.spawn(f"probe-{cfg.name}", self._probe_loop, probe)
+        for scrape in self.config.scrapes.values():
+            scraper = JsonHealthScraper(scrape) if scrape.kind == "json" else PrometheusScraper(scrape)
+            self.scrapers[scrape.name] = scraper
+            self.spawn(f"scrape-{scrape.name}", self._scrape_loop, scraper)
 
     def spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=self._guard, args=(name, target, *args), name=f"suture-{name}", daemon=True)
@@ -215,6 +222,16 @@ class World:
             result = probe.check(self.clock())
             self.put(result)
             if self._nap(probe.interval):
+                return
+
+    def _scrape_loop(self, scraper: Scraper) -> None:
+        """Scrape every interval (from the start of one scrape to the next): the samples as one batch, then the status."""
+        while not self.stop.is_set():
+            began = time.monotonic()
+            scraped = scraper.scrape(self.clock())
+            if scraped.samples and not self.put(Metrics(scraped.samples)):
+                return
+            if not self.put(scraped.result) or self._nap(scraper.interval - (time.monotonic() - began)):
                 return
 
     def _nap(self, seconds: float) -> bool:
