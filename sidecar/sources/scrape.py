@@ -106,9 +106,9 @@ class Kept:
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=set)
 
     def add(self, name: str, labels: tuple[tuple[str, str], ...], value: Any, at: float) -> None:
-        number = finite(value)
-        if number is None:
-            self.dropped["nonfinite" if isinstance(value, int | float) else "unsupported"] += 1
+        number = value if value.__class__ is float else _number(value)  # per sample: the common case first
+        if number is None or number - number != 0:  # x - x is NaN for NaN and ±Inf
+            self.dropped["unsupported" if number is None else "nonfinite"] += 1
         elif len(self.samples) >= self.max_series:
             self.dropped["cap"] += 1
         elif (name, labels) in self.seen:
@@ -118,15 +118,14 @@ class Kept:
             self.samples.append(MetricSample(name=name, value=number, at=at, labels=labels))
 
 
-def finite(value: Any) -> float | None:
-    """``value`` as a finite float; None for NaN, ±Inf, an int too large for a float, or not a number."""
+def _number(value: Any) -> float | None:
+    """An int as a float (+Inf when too large for one), a float as is; None for anything else (and bools)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        number = float(value)
+        return float(value)
     except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
+        return math.inf
 
 
 # -- the HTTP exchange --
@@ -219,10 +218,11 @@ def parse_exposition(text: str, content_type: str, *, max_series: int, at: float
         if media == "application/openmetrics-text" else text_families(text)
     )
     kept = Kept(max_series)
+    add = kept.add
     try:
         for family in families:
             for sample in family.samples:
-                kept.add(sample.name, tuple(sorted(sample.labels.items())), sample.value, at)
+                add(sample.name, tuple(sorted(sample.labels.items())), sample.value, at)
     except Exception as exc:  # a third-party parser of hostile text: whatever it raises is a parse error
         raise ScrapeFailed(f"parse error: {one_line(str(exc)) or type(exc).__name__}", answered=True) from None
     return kept
