@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import operations as ops
+from .alerts_api import AlertsApi
 from .fleet_api import FleetApi
 from .routes import Raw, Route, iso
 
@@ -108,6 +109,7 @@ class Api:
                 "A table of the history as Parquet (fixes.parquet, fix_steps.parquet).", needs_token=True,
                 content_type="application/vnd.apache.parquet", response={"type": "string"}))
         out.extend(FleetApi(self.sidecar).routes())
+        out.extend(AlertsApi(self.sidecar).routes())
         r(Route("GET", "/metrics", self.metrics, "Prometheus metrics.", content_type="text/plain",
                 response={"type": "string"}))
         return out

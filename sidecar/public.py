@@ -20,6 +20,7 @@ from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.playbook import Playbook
 from suture.engine.store import Store
 
+from .observations import Observation
 from .snapshot import Snapshot
 from .telemetry import Telemetry
 
@@ -73,6 +74,9 @@ class PublicSidecar(Protocol):
     def snapshot(self, timeout: float = ...) -> Snapshot: ...
 
     def call(self, fn: Callable[[], Any], timeout: float = ...) -> Any: ...
+
+    def offer(self, observation: Observation, timeout: float = ...) -> bool:
+        """Queue an observation for the core without waiting for it to be taken (False: the queue stayed full)."""
 
     def check_now(self, timeout: float = ...) -> dict[str, Any]: ...
 

@@ -66,6 +66,7 @@ class Request:
 
     method: str
     headers: dict[str, str]  # lower-case names
+    body: bytes = b""  # as read (a route with ``own_token`` parses it itself)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,9 @@ class Route:
     response: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     content_type: str = "application/json"
     wants_request: bool = False  # the handler gets ``request=Request(...)``
+    # the handler checks a bearer token of its own (not the API's) before it reads request.body, so a
+    # request without it is refused before its body is parsed; ``body`` then only documents the request
+    own_token: bool = False
 
     def pattern(self) -> re.Pattern[str]:
         """The path as a regular expression: literal parts escaped, each {name} a captured segment."""
@@ -150,7 +154,7 @@ class Routes:
                     "400": error, "404": error, "409": error, "413": error, "421": error, "503": error,
                 },
             }
-            if route.needs_token:
+            if route.needs_token or route.own_token:
                 op["security"] = [{"bearer": []}]
                 op["responses"]["401"] = error
             if route.body is not None:

@@ -267,6 +267,14 @@ class Sidecar:
                 return True
         return handed.done.is_set()
 
+    def offer(self, observation: Observation, timeout: float = 2.0) -> bool:
+        """Put news from outside (the API's alert receiver) on the core's queue; False if it stayed full."""
+        try:
+            self.queue.put(observation, timeout=timeout)
+        except queue.Full:
+            return False
+        return True
+
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run ``fn`` on the core thread and return its result (for the API)."""
         if threading.get_ident() == self._core_thread:

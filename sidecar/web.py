@@ -7,7 +7,8 @@ answers a request that :mod:`.transport` has read whole and admitted:
    properly and UTF-8 once decoded, without control characters (400 otherwise);
 2. the route table finds the route (404, or 405 with ``Allow``);
 3. a route that needs the token gets ``Authorization: Bearer <token>`` compared in constant
-   time (401 otherwise, and when no token is configured);
+   time (401 otherwise, and when no token is configured); a route with ``own_token`` checks a token
+   of its own and reads its raw body itself (``Request.body``), so neither happens here;
 4. path parameters must be ids (:data:`~.routes.ID`), query parameters are coerced to their
    schema's type (unknown ones ignored), a body must be JSON valid against the route's schema
    (400 naming the field otherwise).
@@ -50,10 +51,10 @@ class App:
         params = {k: _id(v) for k, v in found.params.items()}
         query = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
         args = _query(route, query)
-        if route.body is not None:
+        if route.body is not None and not route.own_token:
             args["body"] = _body(route, body)
         if route.wants_request:
-            args["request"] = Request(method=method, headers=headers)
+            args["request"] = Request(method=method, headers=headers, body=body)
         return HTTPStatus.OK, route.handler(**params, **args)
 
     def _authorize(self, headers: dict[str, str]) -> None:

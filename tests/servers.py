@@ -1,4 +1,4 @@
-"""Real PostgreSQL and Redis servers for the tests, started once per session.
+"""Real PostgreSQL and Redis servers for the tests, started once per session; a real Alertmanager.
 
     from .servers import postgres_server, redis_server, silent_server  # noqa: F401
 
@@ -22,12 +22,21 @@ server outlives its session (its folder under the temp folder may).
 Missing binaries skip the tests that ask, naming the Debian packages to
 install (see .ci/packages). Session cost: ~2 s for PostgreSQL (``initdb`` is
 most of it), ~0.1 s for Redis.
+
+Alertmanager (:func:`run_alertmanager`): Debian's ``prometheus-alertmanager``
+with one webhook receiver pointed at a suture API (bearer token, send_resolved,
+group_wait/group_interval/repeat_interval of about a second), storage in its
+own folder, clustering off (``--cluster.listen-address=``), on a free loopback
+port. Its receiver's URL is the caller's, so a test module starts its sidecar
+first and then the Alertmanager (the ``alertmanager_binary`` fixture skips
+without the package); ~0.5 s to start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -36,7 +45,9 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +63,7 @@ from redis.retry import Retry
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 NO_POSTGRES = "PostgreSQL server binaries not found (initdb, postgres): apt-get install postgresql (see .ci/packages)"
 NO_REDIS = "redis-server not found: apt-get install redis-server (see .ci/packages)"
+NO_ALERTMANAGER = "Alertmanager not found: apt-get install prometheus-alertmanager (see .ci/packages)"
 # Characters that must be percent-encoded in a URL: the probes' URL handling is tested on the real thing.
 PASSWORD = "s3cret/p@ss:word"
 START_TIMEOUT = 20.0
@@ -308,3 +320,107 @@ def silent_server() -> Iterator[tuple[str, int]]:
         listener.close()
         for conn in accepted:
             conn.close()
+
+
+# -- Alertmanager --
+
+
+def alertmanager_path() -> str | None:
+    """Debian's ``prometheus-alertmanager``, or upstream's ``alertmanager`` on the PATH."""
+    return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+@pytest.fixture(scope="session")
+def alertmanager_binary() -> str:
+    """The Alertmanager binary; skips (naming the package) without it."""
+    path = alertmanager_path()
+    if path is None:
+        pytest.skip(NO_ALERTMANAGER)
+    return path
+
+
+@dataclass(frozen=True)
+class AlertmanagerServer:
+    url: str  # http://127.0.0.1:PORT
+    root: Path  # its config, storage and log
+
+    def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """``POST /api/v2/alerts``: what Prometheus does (labels, annotations, startsAt, endsAt, generatorURL)."""
+        request = urllib.request.Request(self.url + "/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=5).close()
+        except urllib.error.HTTPError as exc:  # its reason, not only the status
+            raise AssertionError(f"Alertmanager refused the alerts: {exc.code} {exc.read()[:500]!r}") from None
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts``: the alerts it holds (fingerprint, status.state, labels, ...)."""
+        with urllib.request.urlopen(self.url + "/api/v2/alerts", timeout=5) as resp:
+            return cast(list[dict[str, Any]], json.loads(resp.read()))
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of one of its own metrics over the series with ``labels`` (0 if none)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if series.split("{")[0] == name and all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def log(self) -> str:
+        return (self.root / "alertmanager.log").read_text(errors="replace")
+
+
+ALERTMANAGER_CONFIG = """\
+route:
+  receiver: suture
+  group_by: [alertname, service]
+  group_wait: {group_wait}
+  group_interval: {group_interval}
+  repeat_interval: {repeat_interval}
+receivers:
+  - name: suture
+    webhook_configs:
+      - url: {url}
+        send_resolved: true
+        http_config:
+          authorization: {{credentials: {token}}}
+"""
+
+
+@contextlib.contextmanager
+def run_alertmanager(root: Path, *, webhook_url: str, token: str, group_wait: str = "1s",
+                     group_interval: str = "1s", repeat_interval: str = "2s") -> Iterator[AlertmanagerServer]:
+    """A real Alertmanager whose one receiver posts every group (firing and resolved) to ``webhook_url``
+    with ``Authorization: Bearer <token>``; stopped on exit (``root`` is the caller's to remove)."""
+    binary = alertmanager_path()
+    if binary is None:
+        raise SystemExit(NO_ALERTMANAGER)
+    port = free_port()
+    config = root / "alertmanager.yml"
+    config.write_text(ALERTMANAGER_CONFIG.format(url=json.dumps(webhook_url), token=json.dumps(token),
+                                                 group_wait=group_wait, group_interval=group_interval,
+                                                 repeat_interval=repeat_interval))
+    (root / "data").mkdir(exist_ok=True)
+    log = root / "alertmanager.log"
+    argv = [binary, f"--config.file={config}", f"--storage.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=debug"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_die_with_us)
+    server = AlertmanagerServer(url=f"http://127.0.0.1:{port}", root=root)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(server.url + "/-/ready", timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    try:
+        _wait_until(ready, proc, log, "alertmanager")
+        yield server
+    finally:
+        _stop(proc)

@@ -68,6 +68,8 @@ NEEDS = (
     Need("browser", lambda: bool(os.environ.get("SUTURE_CHROMIUM") or shutil.which("chromium")
                                  or shutil.which("chromium-browser")), ("chromium",), "Chromium"),
     Need("promtool", lambda: shutil.which("promtool") is not None, ("promtool",), "promtool (Prometheus)"),
+    Need("alertmanager", lambda: bool(shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")),
+         ("alertmanager_binary",), "Alertmanager"),
 )
 
 
