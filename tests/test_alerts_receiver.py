@@ -2,7 +2,7 @@
 one per test, its webhook receiver pointed at the sidecar) delivers firing, repeated and resolved
 notifications of alerts posted to its v2 API, and they reach the core as alert events keyed by fingerprint;
 hand-made requests for the token, the size limits, malformed payloads and a busy core; the route fuzzed from
-the OpenAPI document with the alert token."""
+the OpenAPI document with the alert token; the examples of docs/alerts.md checked."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import queue
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -336,3 +337,28 @@ FUZZ = schemathesis.openapi.from_dict(document(), config=SchemathesisConfig.from
 def test_the_receiver_answers_as_documented(case: Any, served: Served) -> None:
     """Generated payloads with the alert token: no 5xx, valid ones accepted, answers as the document says."""
     case.call_and_validate(base_url=served.url, headers={"Authorization": f"Bearer {ALERT_TOKEN}"})
+
+
+# -- docs/alerts.md, kept true --
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "alerts.md"
+
+
+def test_the_documented_alertmanager_config_is_valid(alertmanager_binary: str, tmp_path: Path) -> None:
+    """The alertmanager.yml of docs/alerts.md passes amtool check-config (max_alerts, credentials_file and all)."""
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool not found: apt-get install prometheus-alertmanager (see .ci/packages)")
+    block = DOC.read_text().split("# alertmanager.yml", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "alertmanager.yml").write_text(block)
+    checked = subprocess.run([amtool, "check-config", str(tmp_path / "alertmanager.yml")], capture_output=True,
+                             text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_documented_request_is_answered_as_shown(served: Served) -> None:
+    """The curl example of docs/alerts.md: its body, its answer."""
+    text = DOC.read_text()
+    body = text.split("-d '", 1)[1].split("'", 1)[0]
+    shown = json.loads("{" + text.split("# {", 1)[1].split("\n", 1)[0])
+    assert served.post(body.encode())[:2] == (200, shown)
