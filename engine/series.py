@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from .conditions import MetricReading, unmet
 from .playbook import LogCondition, MetricCondition
 from .trend_specs import Anomaly
-from .trends import MIN_FIT_POINTS, Baseline, Point, baseline, fit, histogram_quantile, increase, rate
+from .trends import MAD_SCALE, MIN_FIT_POINTS, Baseline, Point, baseline, fit, histogram_quantile, increase, rate
 
 Labels = tuple[tuple[str, str], ...]
 MAX_POINTS = 4096
@@ -224,7 +224,7 @@ class SeriesWatch:
 
 def anomalous(what: str, a: Anomaly, value: float, med: float, mad: float, n: int, *, floor: float) -> Said:
     """The anomaly verdict for ``value`` against a baseline (median, MAD of n values); ``floor``: least spread."""
-    spread = max(mad * 1.4826, floor, 1e-12)
+    spread = max(mad * MAD_SCALE, floor, 1e-12)
     z = (value - med) / spread
     ok = z > a.sigma if a.direction == "above" else z < -a.sigma if a.direction == "below" else abs(z) > a.sigma
     numbers = {"value": value, "median": med, "mad": mad, "spread": spread, "z": z, "baseline_points": float(n)}

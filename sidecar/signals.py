@@ -198,22 +198,41 @@ class _Sustained:
 
 
 @dataclass(slots=True)
-class _SeriesEval:
+class _Keyed:
+    """A leaf that holds for some key (a series, an alert's fingerprint) once that key has held for ``for_s``."""
+
+    since: dict[object, float] = field(default_factory=dict)  # key -> holding since
+    holding: bool = False
+
+    @property
+    def good_since(self) -> float | None:
+        return min(self.since.values(), default=None)
+
+    def mark(self, key: object, ok: bool, at: float) -> None:
+        if ok:
+            self.since.setdefault(key, at)
+        else:
+            self.since.pop(key, None)
+
+    def settle(self, fact: Fact, for_s: float, now: float) -> list[Transition]:
+        now_holds = any(now - t >= for_s for t in self.since.values())
+        if now_holds == self.holding:
+            return []
+        self.holding = now_holds
+        return [Transition(fact, now_holds)]
+
+
+@dataclass(slots=True)
+class _SeriesEval(_Keyed):
     """A metric leaf over its series (engine.series): holds while some series has held for ``for_s``."""
 
-    leaf: MetricCondition
-    watch: SeriesWatch
-    since: dict[Labels, float] = field(default_factory=dict)  # series -> held since
-    holding: bool = False
+    leaf: MetricCondition = field(kw_only=True)
+    watch: SeriesWatch = field(kw_only=True)
     last: dict[Labels, Said] = field(default_factory=dict)  # what each series said at the last look
 
     @property
     def fact(self) -> Fact:
         return sustained_fact(self.leaf)
-
-    @property
-    def good_since(self) -> float | None:
-        return min(self.since.values(), default=None)
 
     def samples(self, samples: list[tuple[Labels, float]], at: float) -> list[Transition]:
         self.watch.add_many(samples, at)
@@ -223,17 +242,10 @@ class _SeriesEval:
         self.watch.expire(now)
         self.last = self.watch.judge(now)
         for labels, said in self.last.items():
-            if said.holds:
-                self.since.setdefault(labels, now)
-            else:
-                self.since.pop(labels, None)
-        for labels in [k for k in self.since if k not in self.last]:
-            del self.since[labels]
-        now_holds = any(now - t >= self.leaf.for_s for t in self.since.values())
-        if now_holds == self.holding:
-            return []
-        self.holding = now_holds
-        return [Transition(self.fact, now_holds)]
+            self.mark(labels, said.holds, now)
+        for gone in [k for k in self.since if k not in self.last]:
+            del self.since[gone]
+        return self.settle(self.fact, self.leaf.for_s, now)
 
 
 @dataclass(slots=True)
@@ -258,37 +270,24 @@ class _LogAnomaly:
 
 
 @dataclass(slots=True)
-class _AlertEval:
+class _AlertEval(_Keyed):
     """An alert leaf: holds while a matching alert has been in its state for ``for_s`` (since suture saw it so)."""
 
-    leaf: AlertCondition
-    since: dict[str, float] = field(default_factory=dict)  # fingerprint -> in the leaf's state since
-    holding: bool = False
+    leaf: AlertCondition = field(kw_only=True)
 
     @property
     def fact(self) -> Fact:
         return sustained_fact(self.leaf)
 
-    @property
-    def good_since(self) -> float | None:
-        return min(self.since.values(), default=None)
-
     def alert(self, alert: AlertState) -> list[Transition]:
         leaf = self.leaf
         if alert.name != leaf.name or any(alert.label(k) != v for k, v in leaf.labels):
             return []
-        if alert.state == leaf.state:
-            self.since.setdefault(alert.fingerprint, alert.at)
-        else:
-            self.since.pop(alert.fingerprint, None)
+        self.mark(alert.fingerprint, alert.state == leaf.state, alert.at)
         return self.tick(alert.at)
 
     def tick(self, now: float) -> list[Transition]:
-        now_holds = any(now - t >= self.leaf.for_s for t in self.since.values())
-        if now_holds == self.holding:
-            return []
-        self.holding = now_holds
-        return [Transition(self.fact, now_holds)]
+        return self.settle(self.fact, self.leaf.for_s, now)
 
 
 # --- matchers --------------------------------------------------------------------------
@@ -398,9 +397,9 @@ class SignalBoard:
             if old_s is not None:
                 self.sustained[leaf.signal] = old_s
             elif isinstance(leaf, MetricCondition):
-                self.sustained[leaf.signal] = _SeriesEval(leaf, SeriesWatch(leaf))
+                self.sustained[leaf.signal] = _SeriesEval(leaf=leaf, watch=SeriesWatch(leaf))
             elif isinstance(leaf, AlertCondition):
-                self.sustained[leaf.signal] = _AlertEval(leaf)
+                self.sustained[leaf.signal] = _AlertEval(leaf=leaf)
             else:
                 self.sustained[leaf.signal] = _Sustained(leaf)
 
