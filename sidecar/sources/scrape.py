@@ -29,6 +29,7 @@ Timestamps in the exposition are ignored: a sample is stamped when it was scrape
 
 from __future__ import annotations
 
+import abc
 import base64
 import http.client
 import math
@@ -231,7 +232,7 @@ def parse_exposition(text: str, content_type: str, *, max_series: int, at: float
 # -- the scraper --
 
 
-class Scraper:
+class Scraper(abc.ABC):
     """One scraped source: fetch, parse, count. Subclasses say what to accept and how to parse."""
 
     accept = "*/*"
@@ -252,8 +253,9 @@ class Scraper:
         except ValueError as exc:
             self._problem = f"invalid url: {one_line(str(exc))}"
 
+    @abc.abstractmethod
     def parse(self, body: Body, at: float) -> Kept:
-        raise NotImplementedError
+        """The samples of a body this kind of source reads (PrometheusScraper, JsonHealthScraper)."""
 
     def scrape(self, now: float) -> Scraped:
         """One scrape; never raises (a failure is an unhealthy result with the reason)."""
