@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .playbook import ContainerCondition, Leaf, LogCondition, MetricCondition, ProbeCondition
+from .playbook import AlertCondition, ContainerCondition, Leaf, LogCondition, MetricCondition, ProbeCondition
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,13 +49,20 @@ class ContainerReading:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertReading:
+    """One notification of an alert the condition names: firing or resolved."""
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
 class Count:
     """How many times something happened in the condition's window: lines matched, restarts seen."""
 
     n: int
 
 
-Reading = ProbeReading | MetricReading | ContainerReading | Count
+Reading = ProbeReading | MetricReading | ContainerReading | AlertReading | Count
 
 
 def holds(condition: Leaf, reading: Reading) -> bool:
@@ -98,6 +105,12 @@ def _metric(c: MetricCondition, r: MetricReading) -> str | None:
     return None
 
 
+def _alert(c: AlertCondition, r: AlertReading) -> str | None:
+    if r.state != c.state:
+        return f"alert {c.name} is {r.state} (expected {c.state})"
+    return None
+
+
 def _state(c: ContainerCondition, r: ContainerReading) -> str | None:
     if c.state is not None and r.state != c.state:
         return f"container {c.name} is {r.state} (expected {c.state})"
@@ -125,6 +138,7 @@ _CHECKS: dict[tuple[type, type], Callable[[Any, Any], str | None]] = {
     (ProbeCondition, ProbeReading): _probe,
     (MetricCondition, MetricReading): _metric,
     (ContainerCondition, ContainerReading): _state,
+    (AlertCondition, AlertReading): _alert,
     (ContainerCondition, Count): _restarts,
     (LogCondition, Count): _lines,
 }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .alerts import AlertState
-from .conditions import ContainerReading, Count, ProbeReading, Reading, counted, holds, unmet
+from .conditions import AlertReading, ContainerReading, Count, ProbeReading, Reading, counted, holds, unmet
 from .playbook import (
     AlertCondition,
     AllOf,
@@ -169,7 +169,7 @@ class Judge:
             assert isinstance(leaf, AlertCondition)
             if alert.name == leaf.name and all(alert.label(k) == v for k, v in leaf.labels):
                 w.observations += 1
-                w.last_state = alert.state == leaf.state
+                w.last_state = holds(leaf, AlertReading(alert.state))
 
     def container(self, name: str, state: str, restarted: bool, at: float) -> None:
         if at < self.opens_at:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from suture.engine.alerts import AlertState
-from suture.engine.conditions import ContainerReading, Count, ProbeReading, Reading, counted, holds
+from suture.engine.conditions import AlertReading, ContainerReading, Count, ProbeReading, Reading, counted, holds
 from suture.engine.playbook import (
     AlertCondition,
     ContainerCondition,
@@ -283,7 +283,7 @@ class _AlertEval(_Keyed):
         leaf = self.leaf
         if alert.name != leaf.name or any(alert.label(k) != v for k, v in leaf.labels):
             return []
-        self.mark(alert.fingerprint, alert.state == leaf.state, alert.at)
+        self.mark(alert.fingerprint, holds(leaf, AlertReading(alert.state)), alert.at)
         return self.tick(alert.at)
 
     def tick(self, now: float) -> list[Transition]:
