@@ -47,6 +47,7 @@ from .observations import (
     ProbeResult,
     Tick,
 )
+from .seen import seen
 from .signals import MatcherCache, SignalBoard, Transition
 from .snapshot import Snapshot
 from .sources.base import Block, Labels
@@ -310,7 +311,8 @@ class Core:
             if asked.verdict.action == "wait":
                 if asked.news:  # journaled once per reason to wait, not at every retry
                     self.emit("waiting", f"{pb.id}{key}: {decision.reason}", playbook_id=pb.id, reason=decision.reason)
-                    self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before, **record)
+                    self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before,
+                                   seen=seen(self.board, detected), **record)
                 self._tell(replace(decided, decision=decision, deferred=True))
                 return
         self.emit(
@@ -320,7 +322,8 @@ class Core:
             f"{decision.threshold:g}: {decision.verdict.upper()} ({decision.reason})",
             playbook_id=pb.id, verdict=decision.verdict, adjusted=decision.adjusted_confidence,
         )
-        result = self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before, **record)
+        result = self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before,
+                                seen=seen(self.board, detected), **record)
         self.history.decided(pb.id, match.key, decision, now)
         self._tell(replace(decided, result=result))
 

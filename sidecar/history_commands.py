@@ -27,6 +27,7 @@ from suture.engine.store import RECENT_FIXES_SQL, Store
 from .client import Client
 from .commands import config_of
 from .operations import read_only_query
+from .seen import render_seen
 from .tables import print_table
 
 if TYPE_CHECKING:
@@ -229,6 +230,8 @@ def render_explain(answer: dict[str, Any]) -> str:
              f"  adjusted confidence {answer['adjusted_confidence']:g}",
              f"  threshold           {answer['threshold']:g}",
              f"  decision now        {answer['decision_now']} ({answer['reason']})"]
+    if answer.get("signals"):
+        lines += ["  signals (the numbers behind trend conditions)", *render_seen(answer["signals"], "    ")]
     group = answer.get("fleet")
     if group:
         lines.append(f"  fleet group         {group['group']} (scope {group['scope']}, canary {group['canary']}, "

@@ -152,6 +152,7 @@ def explain(sc: PublicSidecar, playbook_id: str, key: str = "") -> dict[str, Any
         "reason": decision.reason,
         "suspended": gate.suspended,
         "last_fix_at": ts(gate.last_started_at),
+        "signals": sc.seen(pb),
     }
 
 

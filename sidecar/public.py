@@ -88,4 +88,7 @@ class PublicSidecar(Protocol):
 
     def outcomes(self, playbook_id: str) -> Outcomes: ...
 
+    def seen(self, pb: Playbook) -> list[dict[str, Any]]:
+        """What each metric / log-anomaly condition of ``pb.when`` says now, with its numbers (on the core)."""
+
     def busy_with(self, pb: Playbook) -> object | None: ...

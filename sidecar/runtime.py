@@ -37,7 +37,7 @@ from suture.engine.decide import Decision, Outcomes
 from suture.engine.errors import SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.fleet import FleetHistory, GroupOutcomes, export_history
-from suture.engine.playbook import Playbook
+from suture.engine.playbook import Playbook, leaves
 from suture.engine.status import FINAL
 from suture.engine.store import Store
 
@@ -48,6 +48,7 @@ from .fleet_worker import Fleet, FleetWorker
 from .heap import trim_heap
 from .history import LiveHistory
 from .observations import Command, Observation, Playbooks, Tick
+from .seen import seen
 from .signals import MatcherCache
 from .snapshot import Snapshot, SourceView
 from .telemetry import Telemetry
@@ -309,6 +310,11 @@ class Sidecar:
     def outcomes(self, playbook_id: str) -> Outcomes:
         assert self.core is not None
         return self.core.outcomes(playbook_id)
+
+    def seen(self, pb: Playbook) -> list[dict[str, Any]]:
+        """The numbers behind ``pb``'s trend conditions now (on the core thread)."""
+        assert self.core is not None
+        return seen(self.core.board, leaves(pb.when))
 
     def busy_with(self, pb: Playbook) -> str | None:
         """The fix (applying or validating) that touches one of ``pb``'s files, if any."""

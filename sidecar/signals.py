@@ -223,7 +223,7 @@ class _Keyed:
 
 
 @dataclass(slots=True)
-class _SeriesEval(_Keyed):
+class SeriesEval(_Keyed):
     """A metric leaf over its series (engine.series): holds while some series has held for ``for_s``."""
 
     leaf: MetricCondition = field(kw_only=True)
@@ -351,7 +351,7 @@ class SignalBoard:
         matchers: MatcherCache | None = None,
     ) -> None:
         self.logs: dict[str, _LogWindow] = {}
-        self.sustained: dict[str, _Sustained | _SeriesEval | _AlertEval] = {}
+        self.sustained: dict[str, _Sustained | SeriesEval | _AlertEval] = {}
         self.anomalies: dict[str, _LogAnomaly] = {}
         self.matches: dict[PatternKey, _Matches] = {}
         self._signals_of: dict[PatternKey, set[str]] = {}
@@ -397,7 +397,7 @@ class SignalBoard:
             if old_s is not None:
                 self.sustained[leaf.signal] = old_s
             elif isinstance(leaf, MetricCondition):
-                self.sustained[leaf.signal] = _SeriesEval(leaf=leaf, watch=SeriesWatch(leaf))
+                self.sustained[leaf.signal] = SeriesEval(leaf=leaf, watch=SeriesWatch(leaf))
             elif isinstance(leaf, AlertCondition):
                 self.sustained[leaf.signal] = _AlertEval(leaf=leaf)
             else:
@@ -465,13 +465,13 @@ class SignalBoard:
         """Samples of one metric taken at ``at`` (a histogram's buckets together, for a quantile)."""
         out: list[Transition] = []
         for e in self.sustained.values():
-            if isinstance(e, _SeriesEval) and e.watch.wants(name):
+            if isinstance(e, SeriesEval) and e.watch.wants(name):
                 out.extend(e.samples(samples, at))
         return out
 
     def metric_names(self) -> set[str]:
         """The metrics some condition reads (``<name>_bucket`` for a quantile)."""
-        return {e.watch.metric for e in self.sustained.values() if isinstance(e, _SeriesEval)}
+        return {e.watch.metric for e in self.sustained.values() if isinstance(e, SeriesEval)}
 
     def alert(self, alert: AlertState) -> list[Transition]:
         return [t for e in self.sustained.values() if isinstance(e, _AlertEval) for t in e.alert(alert)]
