@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from .errors import SutureError
+from .errors import AlertPayloadError
 
 AlertLabels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs
 
@@ -50,10 +50,6 @@ KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a label name shown bare in a mess
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class AlertPayloadError(SutureError):
-    """A webhook body that is not Alertmanager's payload (version 4); the message says where and why."""
-
-
 def parse_webhook(body: bytes, *, at: float, max_alerts: int = 1000) -> list[AlertState]:
     """The alerts of one Alertmanager webhook notification, or :class:`AlertPayloadError` with the reason.
 
@@ -82,9 +78,9 @@ def parse_webhook(body: bytes, *, at: float, max_alerts: int = 1000) -> list[Ale
     if not isinstance(data, dict):
         raise AlertPayloadError(f"the payload must be an object, got {_kind(data)}")
     if "version" not in data:
-        raise AlertPayloadError('version is missing (Alertmanager sends "4")')
+        raise AlertPayloadError('version is missing (Alertmanager sends "4")', path="version")
     if data["version"] != "4":
-        raise AlertPayloadError(f'version must be "4", got {_shown(data["version"])}')
+        raise AlertPayloadError(f'version must be "4", got {_shown(data["version"])}', path="version")
     for key in ("groupKey", "receiver", "externalURL"):
         _text(data, key, key, MAX_TEXT)
     _status(data, "status")
@@ -94,12 +90,15 @@ def parse_webhook(body: bytes, *, at: float, max_alerts: int = 1000) -> list[Ale
     truncated = data.get("truncatedAlerts", 0)
     whole = isinstance(truncated, int) or (isinstance(truncated, float) and truncated.is_integer())
     if isinstance(truncated, bool) or not whole or truncated < 0:
-        raise AlertPayloadError(f"truncatedAlerts must be a whole number >= 0, got {_shown(truncated)}")
+        raise AlertPayloadError(f"truncatedAlerts must be a whole number >= 0, got {_shown(truncated)}",
+                                path="truncatedAlerts")
     alerts = data.get("alerts")
     if not isinstance(alerts, list):
-        raise AlertPayloadError("alerts is missing" if alerts is None else f"alerts must be a list, got {_kind(alerts)}")
+        raise AlertPayloadError("alerts is missing" if alerts is None else f"alerts must be a list, got {_kind(alerts)}",
+                                path="alerts")
     if len(alerts) > max_alerts:
-        raise AlertPayloadError(f"too many alerts: {len(alerts)} (at most {max_alerts} in one notification)")
+        raise AlertPayloadError(f"too many alerts: {len(alerts)} (at most {max_alerts} in one notification)",
+                                path="alerts")
     out: dict[str, AlertState] = {}
     for i, raw in enumerate(alerts):
         alert = _alert(raw, f"alerts[{i}]", at)
@@ -121,23 +120,24 @@ def fingerprint(labels: AlertLabels) -> str:
 
 def _alert(raw: Any, where: str, at: float) -> AlertState:
     if not isinstance(raw, dict):
-        raise AlertPayloadError(f"{where} must be an object, got {_kind(raw)}")
+        raise AlertPayloadError(f"{where} must be an object, got {_kind(raw)}", path=where)
     state = _status(raw, "status", where)
     if state is None:
-        raise AlertPayloadError(f"{where}.status is missing (firing or resolved)")
+        raise AlertPayloadError(f"{where}.status is missing (firing or resolved)", path=f"{where}.status")
     if "labels" not in raw:
-        raise AlertPayloadError(f"{where}.labels is missing")
+        raise AlertPayloadError(f"{where}.labels is missing", path=f"{where}.labels")
     labels = _labels(raw["labels"], f"{where}.labels")
     name = dict(labels).get("alertname")
     if name is None:
-        raise AlertPayloadError(f"{where}.labels.alertname is missing")
+        raise AlertPayloadError(f"{where}.labels.alertname is missing", path=f"{where}.labels.alertname")
     if not name:
-        raise AlertPayloadError(f"{where}.labels.alertname is empty")
+        raise AlertPayloadError(f"{where}.labels.alertname is empty", path=f"{where}.labels.alertname")
     _annotations(raw.get("annotations", {}), f"{where}.annotations")
     _text(raw, "generatorURL", f"{where}.generatorURL", MAX_TEXT)
     given = _text(raw, "fingerprint", f"{where}.fingerprint", MAX_FINGERPRINT)
     if given and not FINGERPRINT.fullmatch(given):
-        raise AlertPayloadError(f"{where}.fingerprint must be visible ASCII, got {_shown(given)}")
+        raise AlertPayloadError(f"{where}.fingerprint must be visible ASCII, got {_shown(given)}",
+                                path=f"{where}.fingerprint")
     return AlertState(fingerprint=given or fingerprint(labels), name=name, labels=labels, state=state,
                       starts_at=_time(raw, "startsAt", where), ends_at=_time(raw, "endsAt", where), at=at)
 
@@ -148,7 +148,7 @@ def _status(data: dict[str, Any], key: str, where: str = "") -> Literal["firing"
         return None
     if value == "firing" or value == "resolved":
         return cast(Literal["firing", "resolved"], value)
-    raise AlertPayloadError(f"{_at(where, key)} must be firing or resolved, got {_shown(value)}")
+    raise AlertPayloadError(f"{_at(where, key)} must be firing or resolved, got {_shown(value)}", path=_at(where, key))
 
 
 def _labels(raw: Any, where: str) -> AlertLabels:
@@ -162,13 +162,14 @@ def _annotations(raw: Any, where: str) -> None:
 def _strings(raw: Any, where: str, what: str, most: int, limit: int) -> dict[str, str]:
     """An object of at most ``most`` strings (labels, annotations), names and values checked."""
     if not isinstance(raw, dict):
-        raise AlertPayloadError(f"{where} must be an object of strings, got {_kind(raw)}")
+        raise AlertPayloadError(f"{where} must be an object of strings, got {_kind(raw)}", path=where)
     if len(raw) > most:
-        raise AlertPayloadError(f"{where}: too many {what}s: {len(raw)} (at most {most})")
+        raise AlertPayloadError(f"{where}: too many {what}s: {len(raw)} (at most {most})", path=where)
     for name, value in raw.items():
         if not name:
-            raise AlertPayloadError(f"{where} has {'an' if what[0] in 'aeiou' else 'a'} {what} with an empty name")
-        _check(name, f"{where}: the name of {what} {_key(name)}", MAX_LABEL_NAME)
+            raise AlertPayloadError(f"{where} has {'an' if what[0] in 'aeiou' else 'a'} {what} with an empty name",
+                                    path=where)
+        _check(name, f"{where}: the name of {what} {_key(name)}", MAX_LABEL_NAME, path=f"{where}.{_key(name)}")
         _check(value, f"{where}.{_key(name)}", limit)
     return raw
 
@@ -181,13 +182,15 @@ def _text(data: dict[str, Any], key: str, where: str, limit: int) -> str | None:
     return cast(str, value)
 
 
-def _check(value: Any, where: str, limit: int) -> None:
+def _check(value: Any, where: str, limit: int, path: str | None = None) -> None:
+    """A string of at most ``limit`` characters; ``where`` begins the message, ``path`` (default: ``where``) locates it."""
+    at = where if path is None else path
     if not isinstance(value, str):
-        raise AlertPayloadError(f"{where} must be a string, got {_kind(value)}")
+        raise AlertPayloadError(f"{where} must be a string, got {_kind(value)}", path=at)
     if len(value) > limit:
-        raise AlertPayloadError(f"{where} is {len(value)} characters long (at most {limit})")
+        raise AlertPayloadError(f"{where} is {len(value)} characters long (at most {limit})", path=at)
     if "\x00" in value or SURROGATE.search(value):
-        raise AlertPayloadError(f"{where} is not valid text (a NUL or a lone surrogate)")
+        raise AlertPayloadError(f"{where} is not valid text (a NUL or a lone surrogate)", path=at)
 
 
 def _time(raw: dict[str, Any], key: str, where: str) -> float | None:
@@ -197,9 +200,9 @@ def _time(raw: dict[str, Any], key: str, where: str) -> float | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise AlertPayloadError(f"{where}.{key} is not an RFC 3339 time: {_shown(value)}") from None
+        raise AlertPayloadError(f"{where}.{key} is not an RFC 3339 time: {_shown(value)}", path=f"{where}.{key}") from None
     if moment.tzinfo is None:
-        raise AlertPayloadError(f"{where}.{key} has no time zone: {_shown(value)}")
+        raise AlertPayloadError(f"{where}.{key} has no time zone: {_shown(value)}", path=f"{where}.{key}")
     if moment.year == UNSET:
         return None
     return moment.timestamp()

@@ -11,8 +11,14 @@
      │    └── Conflict     a file no longer holds what suture expects
      ├── BackupError       a backup cannot be written, read or verified
      ├── StoreError        the DuckDB history cannot be opened, migrated or written
+     ├── AlertPayloadError a webhook body is not Alertmanager's payload (version 4); carries
+     │                     the JSON path of what is wrong (``alerts[0].labels.alertname``)
      └── FleetUnavailable  the fleet's PostgreSQL cannot be reached or refused a statement:
                            fleet decisions fail closed (propose, never apply)
+
+Errors that one module raises and its caller catches are declared beside it, under
+SutureError too (``engine.sql.SqlRefused``, ``engine.undo.RollbackIncomplete``,
+``sidecar.operations.OperationError``, ...).
 
 Third-party errors (jsonschema, PyYAML, durable_rules, DuckDB, psycopg) are mapped to
 these at the one place that calls the library, with ``raise ... from exc``.
@@ -90,6 +96,16 @@ class BackupError(SutureError):
 
 class StoreError(SutureError):
     """The DuckDB history cannot be opened, migrated, queried or written."""
+
+
+class AlertPayloadError(SutureError):
+    """A webhook body that is not Alertmanager's payload (version 4). The message says where and why, as the
+    receiver answers it (400); ``path`` is the where alone, a JSON path such as ``alerts[0].labels.alertname``
+    ("" when it concerns the body as a whole: not JSON, not an object, a key repeated somewhere)."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class FleetUnavailable(SutureError):

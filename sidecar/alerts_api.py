@@ -20,7 +20,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from suture.engine import alerts as am
-from suture.engine.alerts import AlertPayloadError, parse_webhook
+from suture.engine.alerts import parse_webhook
+from suture.engine.errors import AlertPayloadError
 
 from .observations import Alerts
 from .routes import ApiError, Request, Route
