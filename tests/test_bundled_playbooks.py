@@ -4,11 +4,13 @@ They are checked against tests/fixtures/bundled/: a suture.yaml naming what the 
 playbooks use (source ``app``, probe ``api``) and a target whose config/settings.yaml holds
 every key they edit. The end-to-end checks run each ``examples`` line through a real
 SignalBoard and a real durable_rules Host, with the probe, metric and container leaves
-of the line's alternative of ``when`` made to hold.
+of the line's alternative of ``when`` made to hold (a trend by a series that trends, an
+anomaly by a baseline and a jump, a log anomaly by a quiet hour and a burst).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -70,9 +72,18 @@ def _signal_only_alternatives(path: Path) -> bool:
     return any(not any(isinstance(leaf, LogCondition) for leaf in pos) for pos, _ in to_dnf(pb.when))
 
 
+def _predicts(path: Path) -> bool:
+    try:
+        pb = parse_playbook(path.read_bytes(), str(path))
+    except DocumentError:
+        return False
+    return any(isinstance(leaf, MetricCondition) and leaf.predict for pos, _ in to_dnf(pb.when) for leaf in pos)
+
+
 FILE_PARAMS = [pytest.param(path, id=path.stem) for path in FILES]
 EDITING = [pytest.param(path, id=path.stem) for path in FILES if _edits_files(path)]
 SIGNAL_ONLY = [pytest.param(path, id=path.stem) for path in FILES if _signal_only_alternatives(path)]
+PREDICTING = [pytest.param(path, id=path.stem) for path in FILES if _predicts(path)]
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------
@@ -131,6 +142,9 @@ class Wiring:
                 self.now += step
                 self.apply(self.board.container(leaf.name, state, self.now, restarted=True))
             return
+        if isinstance(leaf, MetricCondition) and (leaf.predict or leaf.anomaly):
+            self.trend(leaf)
+            return
         sustained = getattr(leaf, "for_s", 0.0)
         for at in (self.now, self.now + sustained):
             self.apply(self._reading(leaf, at))
@@ -145,9 +159,41 @@ class Wiring:
             return self.board.probe(leaf.name, leaf.status != "unhealthy", latency, at)
         if isinstance(leaf, MetricCondition):
             value = leaf.above + 1 if leaf.above is not None else (leaf.below or 0) - 1
-            return self.board.metric(leaf.name, value, at)
+            return self.board.metric(leaf.name, value, at, leaf.labels)
         assert isinstance(leaf, ContainerCondition) and leaf.state is not None
         return self.board.container(leaf.name, leaf.state, at)
+
+    def trend(self, leaf: MetricCondition) -> None:
+        """Make a ``predict`` or ``anomaly`` leaf hold: a series that trends or jumps as the leaf looks for.
+
+        predict: 40 samples over ``over`` on a straight line that ends one unit short of the bound and
+        would cross it at half the horizon; anomaly: a baseline alternating by 1 around 100, then a value
+        far outside it (above, or below for ``direction: below``)."""
+        if leaf.predict is not None:
+            p, span = leaf.predict, leaf.over or 600.0
+            up = p.above is not None
+            bound = p.above if p.above is not None else p.below
+            assert bound is not None
+            slope = (2.0 / p.within) * (1 if up else -1)
+            end = bound - 1 if up else bound + 1
+            for i in range(41):
+                t = span * i / 40
+                self.apply(self.board.metric(leaf.name, end - slope * (span - t), self.now + t, leaf.labels))
+            self.now += span
+        else:
+            assert leaf.anomaly is not None
+            steps = 80
+            for i in range(steps):
+                self.apply(self.board.metric(leaf.name, 100.0 + (i % 2), self.now, leaf.labels))
+                self.now += leaf.anomaly.baseline / steps
+            jump = 100.0 * (1 if leaf.anomaly.direction != "below" else -0.99)
+            self.apply(self.board.metric(leaf.name, 100.0 + jump, self.now, leaf.labels))
+
+    def quiet(self, seconds: float, step: float) -> None:
+        """Let ``seconds`` pass without a line, ticking every ``step`` (a log anomaly's baseline of empty buckets)."""
+        for _ in range(int(seconds / step) + 2):
+            self.now += step
+            self.apply(self.board.tick(self.now))
 
     def lines(self, source: str, text: str, count: int, within: float) -> list[Match]:
         """Feed ``text`` ``count`` times, evenly spread inside ``within`` seconds; the matches they cause."""
@@ -178,6 +224,11 @@ def feed_alternative(wiring: Wiring, positive: tuple[Leaf, ...], line: str, extr
     logs = log_leaves(positive)
     count = max(leaf.at_least or 1 for leaf in logs) + extra
     within = min(leaf.within or 60.0 for leaf in logs)
+    for leaf in logs:  # an anomaly: a quiet baseline, then more lines in one bucket than sigma deviations allow
+        if leaf.anomaly is not None:
+            bucket = max(10.0, leaf.anomaly.baseline / 60)
+            wiring.quiet(leaf.anomaly.baseline, bucket)
+            count, within = max(count, math.ceil(leaf.anomaly.sigma) + 3), min(within, bucket / 2)
     return wiring.lines(logs[0].source, line, count, within)
 
 
@@ -279,6 +330,25 @@ def test_alternatives_without_logs_fire_on_their_signals(path: Path, config: Con
                 w.satisfy(leaf)
             fired.append(pb.id in [m.playbook_id for m in w.matches])
     assert fired == [True] * len(fired)
+
+
+@pytest.mark.parametrize("path", PREDICTING)
+@pytest.mark.parametrize("shape", ["flat", "falling"])
+def test_a_prediction_never_fires_on_a_flat_or_falling_series(path: Path, shape: str, config: Config,
+                                                              wirings: list[Wiring]) -> None:
+    """Three windows of a series one unit short of the bound, flat or moving away from it, fire nothing."""
+    pb = load(path, config)
+    for pos, _neg in to_dnf(pb.when):
+        for leaf in pos:
+            if isinstance(leaf, MetricCondition) and leaf.predict is not None:
+                wirings.append(w := Wiring(pb))
+                p, span = leaf.predict, leaf.over or 600.0
+                away = (-1 if p.above is not None else 1) * (0.0 if shape == "flat" else 10.0 / span)
+                start = (p.above - 1) if p.above is not None else (p.below or 0) + 1
+                for i in range(121):
+                    t = 3 * span * i / 120
+                    w.apply(w.board.metric(leaf.name, start + away * t, w.now + t, leaf.labels))
+                assert [m.playbook_id for m in w.matches] == []
 
 
 # --- the set ----------------------------------------------------------------------------------

@@ -421,7 +421,8 @@ def test_a_file_in_file_order_keeps_counting_across_chunks(config: Config, targe
 
 BUNDLED = Path(__file__).parents[1] / "playbooks"
 BUNDLED_CONFIG = Path(__file__).parent / "fixtures" / "bundled" / "suture.yaml"
-SIGNAL_ONLY_ALTERNATIVES = {"cpu-overload", "crash-loop", "memory-batch-size", "memory-pressure-restart"}
+SIGNAL_ONLY_ALTERNATIVES = {"cpu-overload", "crash-loop", "disk-filling", "memory-batch-size",
+                            "memory-pressure-restart", "queue-growing"}
 
 
 def test_bundled_playbooks_over_a_quiet_log_fire_nothing_and_list_what_they_cannot_see(tmp_path: Path) -> None:
@@ -453,6 +454,58 @@ def test_with_assume_hold_signal_only_alternatives_fire_marked_as_assumed(tmp_pa
     assert set(summary.assumed_only) == SIGNAL_ONLY_ALTERNATIVES
     crash = next(f for f in firings if f.playbook_id == "crash-loop")
     assert crash.assumed == ("container app restarted at least 5 time(s) within 600s",)
+
+
+ANOMALY = """
+    id: error-anomaly
+    when: {log: {source: app, pattern: 'ERROR', anomaly: {sigma: 4, baseline: 1h}}}
+    confidence: 50
+    fix: [{adjust: {file: config/settings.yaml, key: upstream.request_delay_s, multiply: 2, max: 5}}]
+    validate: {window: 1m, expect: [{log: {source: app, pattern: ERROR, at_most: 0}}]}
+"""
+TRENDS_AND_ALERTS = """
+    id: seen-elsewhere
+    when:
+      any:
+        - metric: {name: disk_percent, predict: {above: 95, within: 1h}, over: 30m}
+        - metric: {name: http_requests_total, labels: {code: "500"}, rate: {above: 5, over: 1m}}
+        - alert: {name: HighErrorRate, state: firing}
+    confidence: 90
+    fix: [{adjust: {file: config/settings.yaml, key: upstream.request_delay_s, multiply: 2, max: 5}}]
+    validate: {window: 1m, expect: [{alert: {name: HighErrorRate, state: resolved}}]}
+"""
+
+
+def test_a_log_anomaly_is_replayed_against_the_baseline_the_log_itself_builds(config: Config, target: Path) -> None:
+    """An hour and more of one ERROR every 2 minutes is the baseline; a minute of 20 fires, once, at the burst."""
+    trickle = [float(s) for s in range(0, 80 * 60, 120)]
+    burst = [80 * 60 + 2.0 * i for i in range(20)]
+    log = target / "logs" / "app.log"
+    log.write_text("".join(f"{stamp(s)} {'ERROR db timeout' if s in trickle or s in burst else 'INFO ok'}\n"
+                           for s in sorted({*trickle, *burst, *range(0, 82 * 60, 30)})))
+    firings, summary = replay(config, [LogFile(log, "app")], [playbook(ANOMALY)])
+    assert [(f.playbook_id, f.verdict) for f in firings] == [("error-anomaly", "propose")]
+    assert T0 + 80 * 60 <= firings[0].at < T0 + 81 * 60  # within the burst's minute, not during the trickle
+    assert summary.not_evaluable == {}
+
+
+def test_a_steady_trickle_of_errors_is_no_anomaly(config: Config, target: Path) -> None:
+    log = target / "logs" / "app.log"
+    log.write_text("".join(f"{stamp(s)} ERROR db timeout\n" for s in range(0, 3 * 3600, 60)))
+    firings, _ = replay(config, [LogFile(log, "app")], [playbook(ANOMALY)])
+    assert firings == []
+
+
+def test_trends_rates_and_alerts_are_listed_as_not_evaluable_from_a_log(config: Config, target: Path) -> None:
+    """A prediction, a counter's rate and an Alertmanager alert are not in a log: listed, never fired or assumed."""
+    log = write_log(target / "logs" / "app.log", [])
+    firings, summary = replay(config, [LogFile(log, "app")], [playbook(TRENDS_AND_ALERTS)])
+    assert firings == []
+    assert summary.not_evaluable == {"seen-elsewhere": (
+        "disk_percent predicted above 95 within 3600s (fit over 1800s)",
+        'rate(http_requests_total{code="500"}[60s]) > 5',
+        "alert HighErrorRate firing",
+    )}
 
 
 PROBE_ONLY = """
