@@ -3,12 +3,14 @@
     alerts:
       alertmanager: { token_env: SUTURE_ALERT_TOKEN, max_bytes: 1048576 }
 
-In order, before the body is looked at: a request without an ``Authorization`` header is 401
-(as on every route that needs a token); without ``alerts.alertmanager`` in the config it is 404
-naming the section; when the variable ``token_env`` names was unset at start-up every request is
-503 (the receiver never runs unauthenticated); a token other than that one (compared in constant
-time) is 401. Then a body over ``max_bytes`` is 413, one that is not Alertmanager's payload 400
-with :func:`~suture.engine.alerts.parse_webhook`'s reason, and the alerts go to the core as one
+In order, before the body is read (the route's ``max_body`` is :meth:`AlertsApi.admit`, which the
+transport asks from the headers alone): a request without an ``Authorization`` header is 401 (as
+on every route that needs a token); without ``alerts.alertmanager`` in the config it is 404 naming
+the section; when the variable ``token_env`` names was unset at start-up every request is 503 (the
+receiver never runs unauthenticated); a token other than that one (compared in constant time) is
+401. Then a body over ``max_bytes`` is 413 from its Content-Length, unread (``max_bytes`` is this
+route's body limit, above or below the API's 256 KiB); one that is not Alertmanager's payload
+is 400 with :func:`~suture.engine.alerts.parse_webhook`'s reason, and the alerts go to the core as one
 :class:`~.observations.Alerts` observation: queued, not waited for (the answer is 200 once queued;
 503 with Retry-After if the core's queue stays full, which Alertmanager retries).
 """
@@ -24,7 +26,7 @@ from suture.engine.alerts import parse_webhook
 from suture.engine.errors import AlertPayloadError
 
 from .observations import Alerts
-from .routes import ApiError, Request, Route
+from .routes import ApiError, BodyLimit, Request, Route
 
 if TYPE_CHECKING:
     from suture.engine.config_scrape import AlertsConfig
@@ -88,19 +90,23 @@ class AlertsApi:
                       "Alertmanager's webhook (version 4), with the token of alerts.alertmanager.token_env: the"
                       " alerts become alert facts keyed by fingerprint (resolved ones retract). 404 without"
                       " alerts.alertmanager; 503 when its token is unset or the core is busy; 413 over max_bytes.",
-                      own_token=True, wants_request=True, body=PAYLOAD, response=RECEIVED)]
+                      own_token=True, wants_request=True, body=PAYLOAD, response=RECEIVED, max_body=self.admit)]
 
-    def alertmanager(self, request: Request) -> dict[str, Any]:
-        given = request.headers.get("authorization", "")
+    def admit(self, headers: dict[str, str]) -> BodyLimit:
+        """Everything before the body, from the headers: the token (401, 404, 503), then how much body to take."""
+        given = headers.get("authorization", "")
         if not given:
             raise ApiError(HTTPStatus.UNAUTHORIZED, MISSING, {"WWW-Authenticate": "Bearer"})
         config = self.sidecar.config.alertmanager
         if config is None:
             raise ApiError(HTTPStatus.NOT_FOUND, NO_RECEIVER)
         _authorize(config, given)
-        if len(request.body) > config.max_bytes:
-            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           f"the body is {len(request.body)} bytes; alerts.alertmanager.max_bytes is {config.max_bytes}")
+        return BodyLimit(config.max_bytes, "alerts.alertmanager.max_bytes")
+
+    def alertmanager(self, request: Request) -> dict[str, Any]:
+        limit = self.admit(request.headers)  # again: the handler may be called without the transport (App.dispatch)
+        if len(request.body) > limit.most:
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, limit.refusal(len(request.body)))
         try:
             alerts = parse_webhook(request.body, at=self.sidecar.clock())
         except AlertPayloadError as exc:

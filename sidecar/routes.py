@@ -7,7 +7,9 @@ document, so the document and the table cannot drift. Neither contributor import
 and nothing here knows what a sidecar is.
 
 A handler answers with JSON-able values, a :class:`Raw` body or a :class:`Stream`; it refuses
-with :class:`ApiError` (its status, message and headers are the answer).
+with :class:`ApiError` (its status, message and headers are the answer). A route also says how
+much of a request body it takes (``max_body``, :data:`MAX_BODY` unless declared), which the
+transport enforces before it reads the body.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from suture.engine.errors import SutureError
 
+MAX_BODY = 256 * 1024  # a route's body limit unless it declares one: larger than any body the schemas allow
 ID = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # fix, playbook and backup ids: no '/', no '..'
 PARAM = re.compile(r"(\{\w+\})")
 
@@ -61,6 +64,18 @@ class Stream:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """The most a route takes of a request body, and what its 413 calls the limit."""
+
+    most: int  # bytes
+    name: str  # e.g. "alerts.alertmanager.max_bytes", "the body limit of POST /api/sql"
+
+    def refusal(self, length: int) -> str:
+        """The 413's reason for a body of ``length`` bytes."""
+        return f"the body is {length} bytes; {self.name} is {self.most}"
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """What a route that asks for it (``Route.wants_request``) gets of the HTTP request."""
 
@@ -86,6 +101,16 @@ class Route:
     # the handler checks a bearer token of its own (not the API's) before it reads request.body, so a
     # request without it is refused before its body is parsed; ``body`` then only documents the request
     own_token: bool = False
+    # the most the transport reads of a body for this route, decided from the headers before a byte of the
+    # body is read (413 when Content-Length is over it): a number of bytes, or a function of the headers
+    # (lower-case names) that gives a BodyLimit or refuses the request with ApiError there and then (a route
+    # with own_token checks its token in it, so a stranger never gets a large body read)
+    max_body: int | Callable[[dict[str, str]], BodyLimit] = MAX_BODY
+
+    def body_limit(self, headers: dict[str, str]) -> BodyLimit:
+        if callable(self.max_body):
+            return self.max_body(headers)
+        return BodyLimit(self.max_body, f"the body limit of {self.method} {self.path}")
 
     def pattern(self) -> re.Pattern[str]:
         """The path as a regular expression: literal parts escaped, each {name} a captured segment."""

@@ -11,7 +11,14 @@ Before a request reaches :meth:`App.dispatch <sidecar.web.App.dispatch>` it must
   of the server starting to wait for them; a trickle does not extend it. A partial request is cut
   with 408, a silent or idle connection is closed. Answers (event streams too) are not under it.
 - **a size.** Request line at most ``Limits.max_line`` bytes (414), head at most ``Limits.max_head``
-  (431), body at most :data:`MAX_BODY` (413).
+  (431), body at most its route's limit (413, from the Content-Length, before a byte of the body is read):
+  ``Route.max_body``, :data:`MAX_BODY` unless the route declares its own (the Alertmanager route takes
+  ``alerts.alertmanager.max_bytes``, and checks its token before it says so: refused there, the
+  request is answered without its body being read). The body is read as it arrives, never more than
+  its Content-Length, so a length that promises more than comes costs only what arrives and ends at the
+  deadline. A request refused before its body is read is answered, then what the client still sends is
+  read and dropped (at most :data:`LINGER_BYTES`, for :data:`LINGER_S`, within the deadline) so that the
+  answer is not lost to a reset.
 - **a Host that names this server** (421 otherwise; the DNS-rebinding guard, see :class:`HostPolicy`).
 - **framing.** One Content-Length of ASCII digits (400 otherwise); Transfer-Encoding is refused (411).
 
@@ -41,7 +48,7 @@ from suture.engine.sql import SqlRefused
 
 from . import operations as ops
 from .admission import Counts, HostPolicy, Limits, Slots
-from .routes import ApiError, Raw, Stream, jsonable
+from .routes import MAX_BODY, ApiError, BodyLimit, Raw, Stream, jsonable
 from .web import App, build
 
 if TYPE_CHECKING:
@@ -50,7 +57,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("suture.api")
 ABSOLUTE = re.compile(r"(?i)https?://(?P<authority>[^/?#]*)(?P<rest>.*)")
 LENGTH = re.compile(r"[0-9]{1,16}")  # ASCII digits only: str.isdigit() would take '²'
-MAX_BODY = 256 * 1024  # larger than any body the schemas allow, so those get a 400 naming the field
+__all__ = ["MAX_BODY", "Server", "serve"]
+CHUNK = 64 * 1024  # a body is read this much at a time, as it arrives
+LINGER_BYTES = 1024 * 1024  # of a refused body, read and dropped so that the refusal is not lost to a reset
+LINGER_S = 2.0
 
 
 class _TooSlow(Exception):
@@ -62,9 +72,12 @@ class _TooLarge(Exception):
 
 
 class _Refused(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+    def __init__(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None, *,
+                 unread: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
+        self.unread = unread  # refused with its body still to come: linger before closing
 
 
 class _Reader(io.RawIOBase):
@@ -160,7 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _Refused as exc:
             if exc.status == HTTPStatus.MISDIRECTED_REQUEST:
                 slots.count("misdirected")
-            self._error(exc.status, str(exc))
+            self._error(exc.status, str(exc), exc.headers)
+            if exc.unread:
+                self._linger()
             return
         except OSError:
             return  # reset by the client, or evicted
@@ -216,13 +231,43 @@ class _Handler(BaseHTTPRequestHandler):
         if not LENGTH.fullmatch(raw):
             raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length must be a number in ASCII digits")
         length = int(raw)
-        if length > MAX_BODY:
-            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
+        limit = self._limit(length)
+        if length > limit.most:
+            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, limit.refusal(length), unread=True)
         self.reader.end_head()
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:
-            raise OSError("the client closed the connection in the middle of the body")
-        return body
+        chunks, got = [], 0
+        while got < length:  # as it arrives: memory follows the bytes sent, not the length announced
+            chunk = self.rfile.read1(min(CHUNK, length - got))
+            if not chunk:
+                raise OSError("the client closed the connection in the middle of the body")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def _limit(self, length: int) -> BodyLimit:
+        """The route's body limit for this request; its refusal (e.g. the alert route's token) answers it now."""
+        method = "GET" if self.command == "HEAD" else self.command
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            return self.app.body_limit(method, self.target, headers)
+        except ApiError as exc:
+            raise _Refused(exc.status, str(exc), exc.headers, unread=length > 0) from None
+
+    def _linger(self) -> None:
+        """After answering a request whose body was not read: end our side, then read and drop what the client
+        still sends (until it closes, LINGER_BYTES, LINGER_S or the request's deadline), so that closing a
+        socket with unread data does not reset the connection before the client has read the answer."""
+        sock, left = self.connection, LINGER_BYTES
+        until = min(self.reader.deadline, time.monotonic() + LINGER_S)
+        sink = bytearray(CHUNK)
+        with contextlib.suppress(OSError):  # a timeout, a reset: done either way
+            sock.shutdown(socket.SHUT_WR)
+            while left > 0 and (wait := until - time.monotonic()) > 0:
+                sock.settimeout(wait)
+                n = sock.recv_into(sink, min(CHUNK, left))
+                if not n:
+                    break
+                left -= n
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The stdlib's answers to a malformed request line or headers: JSON, never 5xx (HTTP/2 is 505 there)."""
@@ -256,13 +301,13 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("API handler failed on %s %s", method, self.target[:200])
             self._respond(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (see the sidecar log)"})
 
-    def _error(self, status: HTTPStatus, message: str) -> None:
+    def _error(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
         """Answer a request that is refused before it is read whole, and close (its body was not read)."""
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # so that the status line is written
         self.close_connection = True
         with contextlib.suppress(OSError):
-            self._respond(status, {"error": message}, {"Connection": "close"})
+            self._respond(status, {"error": message}, {**(headers or {}), "Connection": "close"})
 
     def _cors(self) -> None:
         origin = self.cors_origin

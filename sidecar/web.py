@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from . import api, dashboard
-from .routes import ID, ApiError, Request, Route, Routes
+from .routes import ID, MAX_BODY, ApiError, BodyLimit, Request, Route, Routes
 
 if TYPE_CHECKING:
     from .public import PublicSidecar
@@ -56,6 +56,17 @@ class App:
         if route.wants_request:
             args["request"] = Request(method=method, headers=headers, body=body)
         return HTTPStatus.OK, route.handler(**params, **args)
+
+    def body_limit(self, method: str, target: str, headers: dict[str, str]) -> BodyLimit:
+        """How much body the transport may read for this request, asked before it reads any (its route's
+        ``max_body``, which may refuse with ApiError). A request no route answers gets :data:`MAX_BODY`:
+        :meth:`dispatch` answers it as it would have (400, 404, 405) once the body is read."""
+        try:
+            path, _ = _target(method, target)
+            route = self.routes.lookup(method, path).route
+        except ApiError:
+            return BodyLimit(MAX_BODY, "the API's body limit")
+        return route.body_limit(headers)
 
     def _authorize(self, headers: dict[str, str]) -> None:
         given = headers.get("authorization", "")
