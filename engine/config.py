@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from .config_scrape import AlertsConfig, ScrapeConfig, alerts_config, scrape_config
+from .config_scrape import AlertsConfig, ScrapeConfig, alerts_config, scrape_config, scrape_problems
 from .documents import load_checked
 from .errors import DocumentError, Problem
 from .playbook import Learning, parse_duration
@@ -177,6 +177,7 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
                 return duration((*at, key), text, default)
 
             scrapes[name] = scrape_config(name, spec, scraped)
+            problems.extend(doc.problem((*at, key), message) for key, message in scrape_problems(scrapes[name]))
             continue
         scrape_only = sorted(set(spec) & {"interval", "timeout", "max_series", "max_bytes", "stale"})
         if scrape_only:

@@ -52,6 +52,24 @@ def scrape_config(name: str, spec: Mapping[str, Any], duration: Callable[[str, A
     )
 
 
+MIN_INTERVAL = 0.1  # a scrape loop faster than this is a busy loop, not monitoring
+
+
+def scrape_problems(sc: ScrapeConfig) -> list[tuple[str, str]]:
+    """(key, message) for timings that load but cannot work: no interval, a timeout longer than it,
+    series forgotten between two scrapes."""
+    out: list[tuple[str, str]] = []
+    if sc.interval < MIN_INTERVAL:
+        out.append(("interval", f"a scrape interval is at least {MIN_INTERVAL * 1000:.0f}ms, got {sc.interval:g}s"))
+    elif not 0 < sc.timeout <= sc.interval:
+        out.append(("timeout", f"a scrape's timeout must be more than 0 and at most its interval "
+                               f"({sc.interval:g}s), got {sc.timeout:g}s"))
+    if sc.stale < sc.interval:
+        out.append(("stale", f"stale ({sc.stale:g}s) is shorter than the interval ({sc.interval:g}s): every series "
+                             "would be forgotten between two scrapes"))
+    return out
+
+
 def alerts_config(spec: Mapping[str, Any], env: Mapping[str, str]) -> AlertsConfig | None:
     am = spec.get("alertmanager")
     if am is None:
