@@ -17,8 +17,7 @@ from suture.engine.documents import load_schema
 
 START = "<!-- reference:start (generated from schemas/playbook.schema.json; do not edit by hand) -->"
 END = "<!-- reference:end -->"
-CONDITIONS = ("log", "metric", "probe", "container")
-ACTIONS = ("adjust", "set", "replace", "restore", "restart", "stop", "exec", "notify")
+COMBINATORS = ("all", "any", "not")
 
 
 def _type(node: Mapping[str, Any]) -> str:
@@ -57,13 +56,13 @@ def render_reference(schema: Mapping[str, Any] | None = None) -> str:
     out = [START, "", "### Top-level keys", "", *_table(schema), ""]
     out += ["### Conditions (in `when` and in `validate.expect`)", ""]
     combinators = defs["condition"]["properties"]
-    for name in CONDITIONS:
+    for name in [k for k in combinators if k not in COMBINATORS]:  # every condition kind the schema has
         out += [f"`{name}`: {combinators[name].get('description', '')}", "", *_table(defs[name]), ""]
     out += [f"`all` / `any` / `not`: {combinators['all']['description']} / {combinators['any']['description']} / "
             f"{combinators['not']['description']}", ""]
     out += ["### Actions (in `fix` and `on_rollback`)", ""]
     actions = defs["action"]["properties"]
-    for name in ACTIONS:
+    for name in actions:
         out += [f"`{name}`: {actions[name].get('description', '')}", "", *_table(defs[name]), ""]
     out += ["### `validate`", "", *_table(defs["validate"]), ""]
     out += ["### `examples`", "", *_table(schema["properties"]["examples"]), ""]
