@@ -14,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench import detection, effects, fleet, footprint, idle, ingest, reload, replay, scrape
+from tests.bench import conditions, detection, effects, fleet, footprint, idle, ingest, reload, replay, scrape
 
 BENCHES = {"detection": detection.main, "effects": effects.main, "idle": idle.main, "ingest": ingest.main,
            "reload": reload.main, "replay": replay.main, "footprint": footprint.main, "fleet": fleet.main,
-           "scrape": scrape.main}
+           "scrape": scrape.main, "conditions": conditions.main}
 
 
 def main() -> int:
