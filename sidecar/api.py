@@ -24,6 +24,7 @@ from . import operations as ops
 from .alerts_api import AlertsApi
 from .fleet_api import FleetApi
 from .routes import Raw, Route, iso
+from .sources.scrape import scrape_view
 
 if TYPE_CHECKING:
     from .public import PublicSidecar
@@ -145,6 +146,8 @@ class Api:
             "check_interval_seconds": min((p.interval for p in sc.config.probes.values()), default=None),
             "active_fixes": [r.fix_id for r in now.runs],
             "playbooks_version": now.version,
+            "scrapes": {name: scrape_view(scrape, now.scrapes.get(name))
+                        for name, scrape in sorted(sc.config.scrapes.items())},
         }
 
     def trigger_check(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .routes import iso
 from .snapshot import Snapshot, SourceView
+from .sources.scrape import redact_url, scrape_level, scrape_numbers
 
 if TYPE_CHECKING:
     from .public import PublicSidecar
@@ -136,6 +137,13 @@ class StateView:
             out.append({"name": name, "pattern": cfg.file or cfg.container or "", "status": level, "detail": detail,
                         "stats": stats, "conditions": conditions, "last_write_at": _iso(_newest_write(cfg.file)),
                         "series": self.series.add(f"source:{name}", view.at, stats.get("lines"))})
+        for name, scrape in sorted(self.sidecar.config.scrapes.items()):
+            counted = view.scrapes.get(name)
+            level, detail = scrape_level(counted)
+            numbers = scrape_numbers(counted)
+            out.append({"name": name, "pattern": f"{scrape.kind} {redact_url(scrape.url)}", "status": level,
+                        "detail": detail, "stats": numbers, "conditions": [], "last_write_at": None,
+                        "series": self.series.add(f"source:{name}", view.at, numbers.get("samples"))})
         return out
 
     def _sample_metrics(self, now: float) -> dict[str, float]:

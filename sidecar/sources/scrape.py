@@ -129,7 +129,45 @@ def _number(value: Any) -> float | None:
         return math.inf
 
 
+def scrape_numbers(stats: ScrapeStats | None) -> dict[str, int]:
+    """A scraped source's counters as the page and /api/status show them (dropped samples by reason)."""
+    if stats is None:
+        return {}
+    return {"scrapes_ok": stats.ok, "scrapes_failed": stats.failed, "samples": stats.samples,
+            "last_samples": stats.last_samples, "bytes": stats.bytes,
+            **{f"dropped_{reason}": n for reason, n in sorted(stats.dropped.items()) if n}}
+
+
+def scrape_level(stats: ScrapeStats | None) -> tuple[str, str]:
+    """A scraped source's colour and why: its last scrape failed, or it drops samples, or it is fine."""
+    if stats is None or stats.ok + stats.failed == 0:
+        return "unknown", "not scraped yet"
+    if stats.last_error:
+        return "critical", f"last scrape failed: {stats.last_error}"
+    dropped = sum(stats.dropped.values())
+    if dropped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dropped.items()) if n)
+        return "warning", f"{dropped} sample(s) dropped ({reasons})"
+    return "healthy", f"{stats.last_samples} sample(s) in {stats.last_duration * 1000:.0f} ms"
+
+
 # -- the HTTP exchange --
+
+
+def scrape_view(config: ScrapeConfig, stats: ScrapeStats | None) -> dict[str, Any]:
+    """One scraped source for /api/status: its URL (redacted), its level and why, its counters."""
+    level, detail = scrape_level(stats)
+    return {"kind": config.kind, "url": redact_url(config.url), "status": level, "detail": detail,
+            **scrape_numbers(stats)}
+
+
+def redact_url(url: str) -> str:
+    """The URL as a person may see it: a ``user:password@`` in it becomes ``***@``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def fetch(url: urllib.parse.SplitResult, *, timeout: float, max_bytes: int, accept: str) -> Body:
