@@ -214,12 +214,13 @@ class _Keyed:
         else:
             self.since.pop(key, None)
 
-    def settle(self, fact: Fact, for_s: float, now: float) -> list[Transition]:
+    def settle(self, leaf: Leaf, for_s: float, now: float) -> list[Transition]:
+        """The transition, if ``leaf`` now holds or stops holding (its fact is built only then: a tick is cheap)."""
         now_holds = any(now - t >= for_s for t in self.since.values())
         if now_holds == self.holding:
             return []
         self.holding = now_holds
-        return [Transition(fact, now_holds)]
+        return [Transition(sustained_fact(leaf), now_holds)]
 
 
 @dataclass(slots=True)
@@ -245,7 +246,7 @@ class SeriesEval(_Keyed):
             self.mark(labels, said.holds, now)
         for gone in [k for k in self.since if k not in self.last]:
             del self.since[gone]
-        return self.settle(self.fact, self.leaf.for_s, now)
+        return self.settle(self.leaf, self.leaf.for_s, now)
 
 
 @dataclass(slots=True)
@@ -287,7 +288,7 @@ class _AlertEval(_Keyed):
         return self.tick(alert.at)
 
     def tick(self, now: float) -> list[Transition]:
-        return self.settle(self.fact, self.leaf.for_s, now)
+        return self.settle(self.leaf, self.leaf.for_s, now)
 
 
 # --- matchers --------------------------------------------------------------------------
