@@ -81,10 +81,12 @@ class Executor(Endings):
         fix_id: str | None = None,
         fleet: dict[str, Any] | None = None,
         seen: list[dict[str, Any]] | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> str:
         """Insert the fix row and its first steps; return the fix id (``fix_id`` when given: the fleet
         admitted the fix under it). ``fleet`` is what the group said, kept in the ``decided`` step; ``seen``
-        the numbers behind its trend conditions (series, fitted slope, baseline), kept in ``matched``."""
+        the numbers behind its trend conditions (series, fitted slope, baseline) and ``evidence`` what its
+        conditions looked at (lines with context, probe, metric and alert values), both kept in ``matched``."""
         fix_id = fix_id or self.ids("f", now)
         types = sorted({a.keyword for a in pb.fix})
         self.store.begin_fix(
@@ -98,7 +100,8 @@ class Executor(Endings):
             approved_by=approved_by,
         )
         self.store.step(fix_id, "matched", now, {"facts": list(facts), "labels": dict(decision.labels),
-                                                 **({"seen": seen} if seen else {})})
+                                                 **({"seen": seen} if seen else {}),
+                                                 **({"evidence": evidence} if evidence else {})})
         self.store.step(
             fix_id,
             "decided",
@@ -126,6 +129,7 @@ class Executor(Endings):
         fleet: dict[str, Any] | None = None,
         fence: Fence | None = None,
         seen: list[dict[str, Any]] | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> Steps[FixRun | Outcome]:
         """Record the decision; for ``apply``, back up, apply and open the validation window.
 
@@ -140,6 +144,7 @@ class Executor(Endings):
         fix_id = self.record(
             pb, decision, now=now, facts=facts, errors_before=errors_before,
             proposal_id=proposal_id, approved_by=approved_by, fix_id=fix_id, fleet=fleet, seen=seen,
+            evidence=evidence,
         )
         try:
             if decision.verdict != "apply":

@@ -32,6 +32,7 @@ from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
 from .core_fleet import CoreFleet, FleetPort
 from .core_view import core_snapshot
 from .events import Event, clean
+from .evidence import Evidence
 from .fixes import EffectPort, Fixes
 from .history import History
 from .observations import (
@@ -108,6 +109,7 @@ class Core:
         self.hooks = dict(hooks or {})
         self.matchers = matchers or MatcherCache()
         self.board = SignalBoard([], matchers=self.matchers)
+        self.evidence = Evidence()  # the last lines of each source, for the matched step of a fix
         self.rules = Rules()
         self.playbooks: dict[str, Playbook] = {}
         self.playbook_set: PlaybookSet | None = None
@@ -191,11 +193,13 @@ class Core:
             if isinstance(line, Block):  # many ordinary lines at once: only the ones that match cost Python work
                 results = self.board.block(line.source, line.data, line.at)
                 self._judge(lambda judge: judge.observed(line.source, line.lines, line.at))  # noqa: B023
-                for _text, transitions, matched in results:
+                for start, text, transitions, matched in results:
+                    self.evidence.block_line(line.source, line.data, start, text, line.at, matched)
                     self._judge(lambda judge: judge.matched(line.source, matched, line.at))  # noqa: B023
                     self._apply(transitions, line.at)
             else:
                 transitions, hits = self.board.line(line.source, line.text, line.at)
+                self.evidence.line(line.source, line.text, line.at, hits)
                 self._judge(lambda judge: judge.line(line.source, hits, line.at))  # noqa: B023
                 self._apply(transitions, line.at)
 
@@ -312,7 +316,7 @@ class Core:
                 if asked.news:  # journaled once per reason to wait, not at every retry
                     self.emit("waiting", f"{pb.id}{key}: {decision.reason}", playbook_id=pb.id, reason=decision.reason)
                     self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before,
-                                   seen=seen(self.board, detected), **record)
+                                   seen=seen(self.board, detected), evidence=self._evidence(pb), **record)
                 self._tell(replace(decided, decision=decision, deferred=True))
                 return
         self.emit(
@@ -323,9 +327,12 @@ class Core:
             playbook_id=pb.id, verdict=decision.verdict, adjusted=decision.adjusted_confidence,
         )
         result = self.start_fix(pb, decision, now, facts=match.facts, errors_before=errors_before,
-                                seen=seen(self.board, detected), **record)
+                                seen=seen(self.board, detected), evidence=self._evidence(pb), **record)
         self.history.decided(pb.id, match.key, decision, now)
         self._tell(replace(decided, result=result))
+
+    def _evidence(self, pb: Playbook) -> dict[str, Any]:
+        return self.evidence.of(leaves(pb.when), self.board, self.probe_results, self.alerts)
 
     def _tell(self, decided: Decided) -> None:
         if self._decisions is not None:

@@ -421,15 +421,15 @@ class SignalBoard:
             return [], set()
         return self._apply(patterns.match(text), at)
 
-    def block(self, source: str, data: bytes, at: float) -> list[tuple[str, list[Transition], set[str]]]:
-        """Feed many lines at once (scanned whole); (text, transitions, signals) for each line that matched."""
+    def block(self, source: str, data: bytes, at: float) -> list[tuple[int, str, list[Transition], set[str]]]:
+        """Feed many lines at once (scanned whole); (offset, text, transitions, signals) per line that matched."""
         patterns = self.patterns.get(source)
         if patterns is None:
             return []
         out = []
         for start, end, hits in patterns.scan(data):
             transitions, matched = self._apply(hits, at)
-            out.append((data[start:end].decode("utf-8", "replace"), transitions, matched))
+            out.append((start, data[start:end].decode("utf-8", "replace"), transitions, matched))
         return out
 
     def _apply(self, hits: list[tuple[str, dict[str, str]]], at: float) -> tuple[list[Transition], set[str]]:
