@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from .config_notify import DEFAULT_EVENTS, NotifyChannel, NotifyConfig, notify_config
 from .config_scrape import AlertsConfig, ScrapeConfig, alerts_config, scrape_config, scrape_problems
 from .documents import load_checked
 from .errors import DocumentError, Problem
@@ -98,6 +99,9 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     notify_webhook: str | None = None
     notify_allowed_hosts: tuple[str, ...] = ()  # as written; see notify_hosts_allowed
+    notify_urls: tuple[NotifyChannel, ...] = ()  # notify.urls, read by Apprise (engine.config_notify)
+    notify_events: frozenset[str] = DEFAULT_EVENTS  # notify.events: what is sent to the webhook and the urls
+    notify_dashboard_url: str | None = None  # notify.dashboard_url: the link in messages (else the API's)
     learning: Learning = field(default_factory=Learning)
     fleet: str | None = None  # learning.fleet: the Parquet folder (no server)
     fleet_pg: FleetConfig | None = None  # fleet: the PostgreSQL group
@@ -232,6 +236,7 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
     limits = data.get("limits", {})
     metrics_interval = duration(("metrics", "interval"), metrics_spec.get("interval"), 5.0)
     fleet_pg = _fleet(doc, data["fleet"], env, problems) if "fleet" in data else None
+    notify = _notify(doc, data.get("notify", {}), env, problems)
     if problems:
         raise DocumentError(problems)
     return Config(
@@ -252,8 +257,11 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         processes=metrics_spec.get("processes", {}),
         docker_url=data.get("docker", {}).get("url"),
         api=api,
-        notify_webhook=data.get("notify", {}).get("webhook"),
-        notify_allowed_hosts=tuple(data.get("notify", {}).get("allowed_hosts", ())),
+        notify_webhook=notify.webhook,
+        notify_allowed_hosts=notify.allowed_hosts,
+        notify_urls=notify.channels,
+        notify_events=notify.events,
+        notify_dashboard_url=notify.dashboard_url,
         learning=Learning(
             model=learning_spec.get("model", "beta"),
             prior_weight=float(learning_spec.get("prior_weight", 10)),
@@ -265,6 +273,26 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
         backups_keep_last=int(data.get("backups", {}).get("keep_last", 50)),
         backups_keep_days=float(data.get("backups", {}).get("keep_days", 30)),
     )
+
+
+def _notify(doc: Document, spec: Mapping[str, Any], env: Mapping[str, str], problems: list[Problem]) -> NotifyConfig:
+    """``notify:`` checked beyond the schema (engine.config_notify); every host against notify.allowed_hosts."""
+    from .confine import host_entry  # confine reads Config: imported when a config is built, not before
+
+    entries = [host_entry(e) for e in spec.get("allowed_hosts", ())]
+    webhook_host = urlsplit(spec["webhook"]).hostname if spec.get("webhook") else None
+    if webhook_host:
+        entries.append((webhook_host.lower(), None))
+
+    def allowed(host: str, port: int | None) -> str | None:
+        if any(name == host and (entry_port is None or entry_port == port) for name, entry_port in entries):
+            return None
+        shown = f"[{host}]" if ":" in host else host
+        listed = ", ".join(sorted(spec.get("allowed_hosts", ()))) or "none"
+        return (f"{shown}{f':{port}' if port else ''}, which is not in notify.allowed_hosts (allowed: {listed}); "
+                "add it to notify.allowed_hosts")
+
+    return notify_config(spec, env, lambda path, message: problems.append(doc.problem(path, message)), allowed)
 
 
 def _fleet(doc: Document, spec: Mapping[str, Any], env: Mapping[str, str], problems: list[Problem]) -> FleetConfig:

@@ -120,7 +120,7 @@ class Endings:
             failures = self.store.failures_since(pb.id, now - SUSPEND_WINDOW)
             if failures >= pb.max_attempts:
                 reason = f"{failures} failed attempt(s) in 24h (max_attempts {pb.max_attempts}); last: {fix_id}"
-                suspended = self.store.suspend(pb.id, now, reason)
+                suspended = self.store.suspend(pb.id, now, reason, fix_id=fix_id)
         return Outcome(fix_id=fix_id, playbook_id=pb.id, status=status, detail=detail,
                        backup_id=row.get("backup_id"), suspended=suspended)
 

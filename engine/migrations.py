@@ -96,6 +96,29 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             WHERE p.status = 'proposed';
         """,
     ),
+    (
+        4,
+        "notifications: the durable outbox",
+        """
+        CREATE SEQUENCE notifications_id;
+        CREATE TABLE notifications (
+            id BIGINT PRIMARY KEY DEFAULT nextval('notifications_id'),
+            fix_id VARCHAR,
+            playbook_id VARCHAR,
+            event VARCHAR NOT NULL,
+            channel VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at TIMESTAMP NOT NULL,
+            last_error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            sent_at TIMESTAMP,
+            body JSON,
+            UNIQUE (fix_id, event, channel)
+        );
+        """,
+    ),
 )
 
 

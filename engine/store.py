@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
@@ -30,6 +30,7 @@ import duckdb
 from .decide import Decision, Gate, Outcomes
 from .errors import StoreError
 from .migrations import MIGRATIONS, migrate, schema_version
+from .notifications import Routes, enqueue
 from .reads import RECENT_FIXES_SQL, QueryResult, Reads, TypeTally, ValidatedFix, epoch, ts
 from .sql import SqlRefused, check_query
 from .status import FAILURE, FINAL, SUCCESS, sql_list
@@ -45,6 +46,7 @@ class Store(Reads):
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
         super().__init__(con, path)
         self._fences: dict[str, int] = {}  # fix id -> the fleet fencing token its steps carry
+        self.routes = Routes()  # what the outbox queues (none until the sidecar says: see notify_through)
 
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False) -> Self:
@@ -82,6 +84,21 @@ class Store(Reads):
     def migrate(self) -> list[int]:
         """Apply every migration newer than the file; return the versions applied."""
         return migrate(self.con, self.path)
+
+    def notify_through(self, routes: Routes) -> None:
+        """From now on, a final status or a suspension in ``routes.events`` queues a notification per channel."""
+        self.routes = routes
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._exec("BEGIN TRANSACTION", [])
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise
+        self._exec("COMMIT", [])
 
     # -- writing a fix's life --
 
@@ -135,14 +152,19 @@ class Store(Reads):
         self._exec(f"UPDATE fixes SET {cols} WHERE id = ? AND finished_at IS NULL", [*values, fix_id])
 
     def finish(self, fix_id: str, status: str, at: float, *, detail: str = "", errors_after: int | None = None) -> None:
+        """Write the final status and its journal step, and queue its notifications, in one transaction."""
         if status not in FINAL:
             raise StoreError(f"{status!r} is not a final status")
-        self._exec(
-            """UPDATE fixes SET status = ?, finished_at = ?, detail = ?, errors_after = coalesce(?, errors_after)
-               WHERE id = ? AND finished_at IS NULL""",
-            [status, ts(at), detail, errors_after, fix_id],
-        )
-        self.step(fix_id, status, at, {"detail": detail} if detail else None)
+        with self._transaction():
+            ended = self._fetch(
+                """UPDATE fixes SET status = ?, finished_at = ?, detail = ?, errors_after = coalesce(?, errors_after)
+                   WHERE id = ? AND finished_at IS NULL RETURNING playbook_id""",
+                [status, ts(at), detail, errors_after, fix_id],
+            )
+            self.step(fix_id, status, at, {"detail": detail} if detail else None)
+            if ended:  # only the step that ended the fix tells of it
+                self._enqueue(fix_id=fix_id, playbook_id=ended[0][0], event=status, at=at,
+                              facts={"status": status, "detail": detail})
         self._fences.pop(fix_id, None)
 
     def record_validation(self, fix_id: str, *, opened_at: float, judged_at: float, verdict: str, reason: str,
@@ -224,12 +246,17 @@ class Store(Reads):
         ).dicts()
         return rows[0] if rows else None
 
-    def suspend(self, playbook_id: str, at: float, reason: str) -> bool:
-        """Suspend a playbook until a person resumes it; False if it already was."""
+    def suspend(self, playbook_id: str, at: float, reason: str, *, fix_id: str | None = None) -> bool:
+        """Suspend a playbook until a person resumes it (``fix_id``: the fix that caused it); False if it already was.
+
+        The suspension and its notifications are written in one transaction.
+        """
         if self.suspension(playbook_id) is not None:
             return False
-        self._exec("INSERT INTO suspensions (playbook_id, suspended_at, reason) VALUES (?, ?, ?)",
-                   [playbook_id, ts(at), reason])
+        with self._transaction():
+            self._exec("INSERT INTO suspensions (playbook_id, suspended_at, reason) VALUES (?, ?, ?)",
+                       [playbook_id, ts(at), reason])
+            self._enqueue(fix_id=fix_id, playbook_id=playbook_id, event="suspended", at=at, facts={"reason": reason})
         return True
 
     def resume(self, playbook_id: str, at: float, by: str) -> bool:
@@ -268,6 +295,20 @@ class Store(Reads):
         finally:
             cur.close()
         return QueryResult(columns=columns, rows=tuple(rows[:max_rows])), len(rows) > max_rows
+
+    def _enqueue(self, *, fix_id: str | None, playbook_id: str | None, event: str, at: float,
+                 facts: dict[str, Any]) -> None:
+        try:
+            enqueue(self.con, self.routes, fix_id=fix_id, playbook_id=playbook_id, event=event, at=ts(at),
+                    facts=facts)
+        except duckdb.Error as exc:
+            raise StoreError(f"queueing a notification: {exc}") from exc
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self.con.execute(sql, list(params)).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"writing the history: {exc}") from exc
 
     def _exec(self, sql: str, params: Sequence[Any]) -> None:
         try:

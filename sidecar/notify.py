@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +50,15 @@ class _Item:
     body: bytes
 
 
-class _Retry(Exception):
+class RetryLater(Exception):
     """An attempt failed in a way that may succeed later."""
 
 
-class _GiveUp(Exception):
+class GiveUp(Exception):
     """An attempt failed in a way that will not succeed later."""
+
+
+_Retry, _GiveUp = RetryLater, GiveUp
 
 
 def check_webhook(url: str) -> urllib.parse.SplitResult:
@@ -209,37 +212,52 @@ class Notifier:
         log.warning("notification to %s failed after %d attempt(s): %s", _safe(item.url), attempt, reason)
 
     def _post(self, item: _Item) -> None:
-        parts = check_webhook(item.url)
         timeout = self.timeout
         if self._stop.is_set():
             timeout = max(0.05, min(timeout, self._deadline - time.monotonic()))
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = _checked_address(host, port)
-        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(host, port, timeout=timeout)
-        _pin(conn, address)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Connection": "close"}
+        post_json(item.url, item.body, timeout=timeout, track=self._track)
+
+    def _track(self, conn: http.client.HTTPConnection | None) -> None:
         with self._lock:
             self._conn = conn
-        try:
-            conn.request("POST", path, body=item.body, headers=headers)
-            resp = conn.getresponse()
-            resp.read(64 * 1024)
-        except TimeoutError as exc:
-            raise _Retry(f"no answer within {timeout:g}s") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            with self._lock:
-                self._conn = None
-            conn.close()
-        if 200 <= resp.status < 300:
-            return
-        if resp.status == 429 or resp.status >= 500:
-            raise _Retry(f"HTTP {resp.status}")
-        raise _GiveUp(f"HTTP {resp.status}")
+
+
+def post_json(url: str, body: bytes, *, timeout: float,
+              track: Callable[[http.client.HTTPConnection | None], None] | None = None) -> None:
+    """POST ``body`` (JSON) to ``url`` once: _Retry when it may succeed later, _GiveUp when it will not.
+
+    The host is resolved once and checked (:func:`_checked_address`), the connection pinned to that
+    address; redirects are not followed. ``track`` is told the connection in flight (None after), so
+    a caller may cut it.
+    """
+    parts = check_webhook(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = _checked_address(host, port)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(host, port, timeout=timeout)
+    _pin(conn, address)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Connection": "close"}
+    if track is not None:
+        track(conn)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read(64 * 1024)
+    except TimeoutError as exc:
+        raise _Retry(f"no answer within {timeout:g}s") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if track is not None:
+            track(None)
+        conn.close()
+    if 200 <= resp.status < 300:
+        return
+    if resp.status == 429 or resp.status >= 500:
+        raise _Retry(f"HTTP {resp.status}")
+    raise _GiveUp(f"HTTP {resp.status}")
 
 
 def _checked_address(host: str, port: int) -> str:

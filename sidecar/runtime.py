@@ -37,6 +37,7 @@ from suture.engine.decide import Decision, Outcomes
 from suture.engine.errors import SutureError
 from suture.engine.executor import Executor, FixRun, Outcome
 from suture.engine.fleet import FleetHistory, GroupOutcomes, export_history
+from suture.engine.notifications import Routes
 from suture.engine.playbook import Playbook, leaves
 from suture.engine.status import FINAL
 from suture.engine.store import Store
@@ -47,6 +48,7 @@ from .events import ALERTS, Event, EventLog, Listener, clean, level_of
 from .fleet_worker import Fleet, FleetWorker
 from .heap import trim_heap
 from .history import LiveHistory
+from .notify_outbox import NotifyOutbox
 from .observations import Command, Observation, Playbooks, Tick
 from .seen import seen
 from .signals import MatcherCache
@@ -135,6 +137,7 @@ class Sidecar:
         self.world: World | None = None
         self.workers: EffectWorkers | None = None
         self.store: Store | None = None
+        self.outbox: NotifyOutbox | None = None  # notify.webhook and notify.urls: the durable outbox's worker
         self._core_thread: int | None = None
         self._fleet_read_at = self._trimmed_at = 0.0
 
@@ -149,10 +152,8 @@ class Sidecar:
     def _sink(self, event: Event) -> None:
         log.log(level_of(event.kind), "%-12s %s", event.kind, event.message)
         self.events.append(event)
-        if event.kind in ALERTS and self.config.notify_webhook and isinstance(self.effects, Effects):
-            body = {"source": "suture", "kind": event.kind, "message": event.message, "at": event.at,
-                    **{k: v for k, v in event.data.items() if isinstance(v, (str, int, float, bool)) or v is None}}
-            self.effects.notifier().send(body)  # queued; never blocks the core
+        if self.outbox is not None and (event.kind in FINAL or event.kind in ALERTS):
+            self.outbox.poke()  # the store queued its notifications with the step; deliver them now
         if event.kind in FINAL and self.fleet is not None:
             self._share_history()
         if event.kind in FINAL and self.fleet_worker is not None:
@@ -170,6 +171,12 @@ class Sidecar:
         cfg = self.config
         cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = Store.open(cfg.db_path)
+        routes = Routes.of(cfg)
+        self.store.notify_through(routes)  # before recovery: a fix it ends is notified too
+        if routes.channels:
+            self.outbox = NotifyOutbox(cfg, self.store, clock=self.clock,
+                                       dashboard_url=lambda: cfg.notify_dashboard_url or self.api_url)
+            self.telemetry.watch_notifications(self.outbox.stats)
         executor = Executor(config=cfg, store=self.store, backups=BackupStore(cfg.state_dir / "backups"),
                             effects=self.effects, hooks=self.hooks)
         removed = executor.prune_backups(self.clock())
@@ -213,6 +220,8 @@ class Sidecar:
         core.started_at = self.clock()
         self._core_thread = threading.get_ident()
         self.world.start()
+        if self.outbox is not None:
+            self.world.spawn("notify", self.outbox.run, self.stop)
         if self.group is not None:  # ships the journal to PostgreSQL and reads the group's outcomes
             self.fleet_worker = FleetWorker(self.group, version=suture_version(), started_at=time.time(),
                                             status=lambda: (len(core.playbooks), len(core.fixes.runs)))
@@ -435,6 +444,8 @@ class Sidecar:
         self.stop.set()
         if self.fleet_worker is not None:
             self.fleet_worker.poke()  # its loop sees stop at once
+        if self.outbox is not None:
+            self.outbox.poke()
         if self.workers is not None:
             self.workers.close(timeout=1.0)
         if self.core is not None:

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .notify_outbox import OutboxStats
 from .snapshot import Snapshot
 from .sources.scrape import DROP_REASONS
 
@@ -138,6 +139,27 @@ def _probes(now: Snapshot) -> Iterator[Metric]:
     yield latency
 
 
+class _NotifyCollector(Collector):
+    """The notification outbox: deliveries by state and channel kind since start, and what is queued now."""
+
+    def __init__(self, read: Callable[[], OutboxStats]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.read()
+        total = CounterMetricFamily("suture_notifications", "Notification attempts since start, by outcome (sent, "
+                                    "retried, failed) and channel kind (webhook, or the Apprise URL's scheme).",
+                                    labels=["state", "channel"])
+        for (state, channel), n in sorted(stats.counts.items()):
+            total.add_metric([state, channel], n)
+        yield total
+        yield GaugeMetricFamily("suture_notifications_queued", "Notifications in the outbox waiting to be delivered.",
+                                value=stats.queued)
+        yield GaugeMetricFamily("suture_notifications_oldest_queued_seconds",
+                                "Age of the oldest notification still waiting (0 when none is).",
+                                value=stats.oldest_queued_seconds)
+
+
 class Telemetry:
     """The sidecar's own Prometheus registry; ``read`` gives the snapshot a scrape reports (``Sidecar.snapshot``)."""
 
@@ -156,6 +178,10 @@ class Telemetry:
             "suture_fix_duration_seconds", "From decision to final outcome, for applied fixes.",
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800), registry=self.registry,
         )
+
+    def watch_notifications(self, read: Callable[[], OutboxStats]) -> None:
+        """Report the notification outbox (``NotifyOutbox.stats``) in every scrape."""
+        self.registry.register(_NotifyCollector(read))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
