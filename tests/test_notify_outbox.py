@@ -319,3 +319,21 @@ def _metrics(outbox: NotifyOutbox) -> str:
     telemetry = Telemetry(lambda: Snapshot.empty(0.0))
     telemetry.watch_notifications(outbox.stats)
     return telemetry.render().decode()
+
+
+def test_the_notification_metrics_are_promtool_clean(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from suture.sidecar.notify_outbox import OutboxStats
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (.ci/packages: prometheus)")
+    outbox = NotifyOutbox(_config(tmp_path, 9), Store.open(tmp_path / "h.duckdb"))
+    outbox.stats = lambda: OutboxStats(counts={("sent", "webhook"): 2, ("retried", "mailto"): 1},  # type: ignore[method-assign]
+                                       queued=3, oldest_queued_seconds=4.5)
+    text = _metrics(outbox)
+    assert 'suture_notifications_total{channel="mailto",state="retried"} 1.0' in text
+    result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
