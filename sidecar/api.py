@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import operations as ops
 from .alerts_api import AlertsApi
 from .fleet_api import FleetApi
+from .report_api import ReportApi
 from .routes import Raw, Route, iso
 from .sources.scrape import scrape_view
 
@@ -86,6 +87,7 @@ class Api:
                 response={"type": "object", "required": ["fixes"],
                           "properties": {"fixes": {"type": "array", "items": FIX}}}))
         r(Route("GET", "/api/fixes/{fix_id}", self.fix, "One fix with its journal of steps.", response=FIX))
+        out.extend(ReportApi(self.sidecar).routes())
         r(Route("GET", "/api/proposals", self.proposals, "Proposals nobody approved yet.",
                 response={"type": "object", "required": ["proposals"],
                           "properties": {"proposals": {"type": "array", "items": FIX}}}))

@@ -33,6 +33,7 @@ from .history_commands import (
     cmd_rollback,
     cmd_suspend,
 )
+from .report_command import add_parser as add_report_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("playbook_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
+
+    add_report_parser(sub, common)
 
     p = sub.add_parser("suspend", parents=[common], help="stop a playbook from acting until resumed")
     p.add_argument("playbook_id")
