@@ -105,7 +105,7 @@ def send(config: Config, channel: NotifyChannel, *, title: str, body: str, attac
     attach = None
     if attachment is not None and getattr(plugin, "attachment_support", False):
         attach = apprise.AppriseAttachment(str(attachment))
-    capture = apprise.LogCapture(level=logging.WARNING)  # type: ignore[no-untyped-call]
+    capture = apprise.LogCapture(level=logging.WARNING)
     with capture as said, confined(sorted(config.notify_hosts_allowed)) as refusal:
         try:
             ok = plugin.notify(body=body, title=title, notify_type=apprise.NotifyType.WARNING,

@@ -36,6 +36,8 @@ def test_a_notification_queued_before_sigkill_is_delivered_after_restart(
     cfg = write_config(tmp_path, target, extra=f"""
         notify:
           webhook: "http://127.0.0.1:{http_receiver.port}/hook"
+          urls: ["json://127.0.0.1:{http_receiver.port}/apprise"]
+          allowed_hosts: [127.0.0.1]
           events: [proposed]
         """)
     (cfg.playbooks / "low.yaml").write_text(dedent("""
@@ -73,15 +75,20 @@ def test_a_notification_queued_before_sigkill_is_delivered_after_restart(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     requests = http_receiver.requests
-    delivered = requests[before:]
+    delivered = [r for r in requests[before:] if r.path == "/hook"]
     assert len(delivered) == 1, [r.body for r in delivered]
+    (apprised,) = [r for r in requests[before:] if r.path == "/apprise"]  # Apprise's json:// form, the report's text
+    message = json.loads(apprised.body)
+    assert message["title"].startswith("suture: low-confidence proposed (f-"), message
+    assert "suture report f-" in message["message"] and message["attachments"][0]["filename"].endswith(".md")
     body = json.loads(delivered[0].body)
     assert (body["kind"], body["playbook_id"], body["source"]) == ("proposed", "low-confidence", "suture")
     assert all(SECRET.encode() not in r.body and SECRET not in r.path for r in requests)
     con = duckdb.connect(str(cfg.state_dir / "suture.duckdb"), read_only=True)
     try:
-        (row,) = con.execute("SELECT event, state, attempts, last_error, sent_at IS NOT NULL FROM notifications"
-                             ).fetchall()
+        (row,) = con.execute("SELECT event, state, attempts, last_error, sent_at IS NOT NULL FROM notifications "
+                             "WHERE channel = 'webhook'").fetchall()
+        assert con.execute("SELECT state FROM notifications WHERE channel <> 'webhook'").fetchall() == [("sent",)]
     finally:
         con.close()
     assert row[0:2] == ("proposed", "sent") and row[2] >= 2 and row[3] == "HTTP 500" and row[4]
