@@ -7,6 +7,7 @@ import { failure, toast } from "./ui.js";
 
 const refusals = new Map();  // proposal id -> why the last approval was refused (kept across re-renders)
 let lastFixes = [];
+const reports = new Map();  // fix id -> its report, while shown
 
 function fixQuery() {
   const params = new URLSearchParams({ limit: "100" });
@@ -77,6 +78,13 @@ function fixRow(f) {
   const pending = f.status === "proposed" && !f.approved;
   const details = h("div", { class: "steps", hidden: true });
   const more = h("button", { type: "button", class: "link", onclick: () => toggleSteps(f.id, details, more) }, "journal");
+  const reportBox = h("div", { class: "report", hidden: true });
+  const report = h("button", { type: "button", class: "link", "aria-expanded": "false",
+    onclick: () => toggleReport(f.id, reportBox, report) }, "report");
+  if (reports.has(f.id)) {  // open before the timeline was redrawn: show it again, then read it afresh
+    showReport(reports.get(f.id), reportBox, report);
+    loadReport(f.id, reportBox, report).catch(() => {});
+  }
   return h("li", { class: `fix ${family(f.status)}`, "data-fix": f.id, "data-status": f.status },
     h("div", { class: "fix-head" },
       h("time", { datetime: f.started_at }, time(f.started_at)), h("strong", {}, f.playbook_id),
@@ -89,8 +97,53 @@ function fixRow(f) {
     h("div", { class: "fix-foot" }, h("code", { class: "muted" }, f.id),
       f.backup_id ? h("code", { class: "muted" }, f.backup_id) : null,
       pending ? h("span", { class: "badge ask" }, "waiting for approval (above)") : null,
-      more),
-    details);
+      more, report),
+    details, reportBox);
+}
+
+// The incident report (GET /api/fixes/{id}/report): its Markdown shown as text, never parsed as HTML.
+// Open reports stay open when the timeline is redrawn (fix id -> the report last read).
+async function toggleReport(id, box, button) {
+  if (!box.hidden) {
+    reports.delete(id);
+    box.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    return;
+  }
+  try { await loadReport(id, box, button); } catch (err) { failure("report", err); }
+}
+
+async function loadReport(id, box, button) {
+  const report = await read(`/api/fixes/${encodeURIComponent(id)}/report`);
+  reports.set(id, report);
+  showReport(report, box, button);
+}
+
+function showReport(report, box, button) {
+  const copy = h("button", { type: "button", class: "copy-report", onclick: () => copyText(report.markdown, copy) },
+    "Copy");
+  fill(box, h("div", { class: "report-head" }, h("strong", {}, report.title), copy),
+    h("pre", { class: "report-text" }, report.markdown));
+  box.hidden = false;
+  button.setAttribute("aria-expanded", "true");
+}
+
+// The clipboard API where the page may use it (a secure context: localhost, https), else a selected textarea.
+export async function copyText(text, button) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) await navigator.clipboard.writeText(text);
+    else {
+      const area = h("textarea", { class: "copy-buffer", readonly: true, "aria-hidden": "true" });
+      area.value = text;
+      document.body.append(area);
+      area.select();
+      const ok = document.execCommand("copy");
+      area.remove();
+      if (!ok) throw new Error("the browser refused to copy");
+    }
+    toast("Report copied (Markdown)", "ok");
+    button.textContent = "Copied";
+  } catch (err) { failure("copy", err); }
 }
 
 async function toggleSteps(id, box, button) {
