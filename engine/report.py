@@ -81,7 +81,7 @@ def build_report(store: Store, fix_id: str, backups: Images | None = None) -> Re
         validation=_validation(steps),
         steps=_timings(steps),
         suspension=_suspension(store, str(row["playbook_id"])),
-        next=_next(store, row, planned),
+        next=_next(store, row, planned, {name for name, _, _ in steps}),
     )
 
 
@@ -257,7 +257,8 @@ def _suspension(store: Store, playbook_id: str) -> str | None:
     return None if held is None else str(held.get("reason") or "suspended")
 
 
-def _next(store: Store, row: Mapping[str, Any], planned: Mapping[str, Any] | None) -> tuple[NextStep, ...]:
+def _next(store: Store, row: Mapping[str, Any], planned: Mapping[str, Any] | None, names: set[str]
+          ) -> tuple[NextStep, ...]:
     fix_id, status, playbook_id = str(row["id"]), str(row["status"]), str(row["playbook_id"])
     backup, out = row.get("backup_id"), []
     if status == "proposed":
@@ -276,7 +277,10 @@ def _next(store: Store, row: Mapping[str, Any], planned: Mapping[str, Any] | Non
     if backup and status == "conflict":
         out.append(NextStep(what="a file changed after suture wrote it; look at it, then restore the backup over it",
                             command=f"suture rollback {backup} --force"))
-    if status in ("rolled_back", "failed") and backup:
+    if status in ("rolled_back", "failed") and backup and "restore_failed" in names:
+        out.append(NextStep(what="a file could not be restored and still holds what suture wrote; restore it",
+                            command=f"suture rollback {backup}"))
+    elif status in ("rolled_back", "failed") and backup:
         out.append(NextStep(what="nothing to undo: the files were restored (verified by sha256)", command=None))
     if status == "shadow":
         out.append(NextStep(what="to let it act, set the playbook's mode to ask or auto", command=None))
