@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from .config_notify import DEFAULT_EVENTS, NotifyChannel, NotifyConfig, notify_config
+from .config_notify import DEFAULT_EVENTS, NotifyChannel, NotifyConfig, host_entry, notify_config
 from .config_scrape import AlertsConfig, ScrapeConfig, alerts_config, scrape_config, scrape_problems
 from .documents import load_checked
 from .errors import DocumentError, Problem
@@ -277,8 +277,6 @@ def build_config(doc: Document, path: Path, env: Mapping[str, str]) -> Config:
 
 def _notify(doc: Document, spec: Mapping[str, Any], env: Mapping[str, str], problems: list[Problem]) -> NotifyConfig:
     """``notify:`` checked beyond the schema (engine.config_notify); every host against notify.allowed_hosts."""
-    from .confine import host_entry  # confine reads Config: imported when a config is built, not before
-
     entries = [host_entry(e) for e in spec.get("allowed_hosts", ())]
     webhook_host = urlsplit(spec["webhook"]).hostname if spec.get("webhook") else None
     if webhook_host:

@@ -34,6 +34,16 @@ from urllib.parse import urlsplit
 
 from .status import ALERT, FINAL, FixStatus
 
+_ENTRY = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<name>[A-Za-z0-9_.-]+))(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def host_entry(entry: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` (the schema's form) -> (lower-case host, port or None)."""
+    m = _ENTRY.match(entry)
+    if m is None:
+        raise ValueError(f"not a host or host:port: {entry!r}")
+    return (m.group("v6") or m.group("name")).lower(), int(m.group("port")) if m.group("port") else None
+
 # what notify.events may name: a final status, or a playbook's suspension
 EVENTS = frozenset({*(str(s) for s in FINAL if s != FixStatus.SKIPPED), "suspended"})
 DEFAULT_EVENTS = frozenset({*(str(s) for s in ALERT), "suspended"})  # what notify.webhook has always been sent

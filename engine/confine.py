@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import shutil
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from .config import Config
+from .config_notify import host_entry
 from .errors import ActionError
 
 # The PATH an exec'd program runs with (and a bare argv[0] is looked up in): fixed, never inherited.
@@ -75,17 +75,6 @@ def _host_port(url: str) -> tuple[str, int]:
     except ValueError:
         raise Refused(f"webhook {url!r} has an invalid port") from None
     return parts.hostname.lower(), port
-
-
-_ENTRY = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<name>[A-Za-z0-9_.-]+))(?::(?P<port>[0-9]{1,5}))?$")
-
-
-def host_entry(entry: str) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` (the schema's form) -> (lower-case host, port or None)."""
-    m = _ENTRY.match(entry)
-    if m is None:
-        raise ValueError(f"not a host or host:port: {entry!r}")
-    return (m.group("v6") or m.group("name")).lower(), int(m.group("port")) if m.group("port") else None
 
 
 def _listed(host: str, port: int, allowed: Iterable[str]) -> bool:
