@@ -44,6 +44,7 @@ def host_entry(entry: str) -> tuple[str, int | None]:
         raise ValueError(f"not a host or host:port: {entry!r}")
     return (m.group("v6") or m.group("name")).lower(), int(m.group("port")) if m.group("port") else None
 
+
 # what notify.events may name: a final status, or a playbook's suspension
 EVENTS = frozenset({*(str(s) for s in FINAL if s != FixStatus.SKIPPED), "suspended"})
 DEFAULT_EVENTS = frozenset({*(str(s) for s in ALERT), "suspended"})  # what notify.webhook has always been sent

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from suture.engine.config import Config
-from suture.engine.config_notify import NotifyChannel, instantiate, load_apprise
-from suture.engine.confine import address_problem, host_entry
+from suture.engine.config_notify import NotifyChannel, host_entry, instantiate, load_apprise
+from suture.engine.confine import address_problem
 
 from .notify import GiveUp, RetryLater
 

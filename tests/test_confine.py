@@ -13,12 +13,12 @@ from pathlib import Path
 import docker
 import pytest
 from suture.engine.config import Config
+from suture.engine.config_notify import host_entry
 from suture.engine.confine import (
     CHILD_PATH,
     Refused,
     address_problem,
     container_problem,
-    host_entry,
     webhook_problem,
 )
 from suture.engine.loader import load_playbooks
