@@ -106,6 +106,12 @@ class Reads:
         """Whether a fix was started from this proposal already."""
         return bool(self.query("SELECT 1 FROM fixes WHERE proposal_id = ?", [proposal_id]).rows)
 
+    def approvals_of(self, proposal_id: str) -> list[tuple[str, str | None, str]]:
+        """(fix id, approved by, status) of every fix started from this proposal, oldest first."""
+        rows = self.query("SELECT id, approved_by, status FROM fixes WHERE proposal_id = ? ORDER BY started_at",
+                          [proposal_id]).rows
+        return [(str(fid), by, str(st)) for fid, by, st in rows]
+
     # -- lists of fixes --
 
     def recent_fixes(self, *, limit: int, status: str | None = None, playbook: str | None = None) -> list[dict[str, Any]]:

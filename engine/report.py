@@ -262,8 +262,7 @@ def _next(store: Store, row: Mapping[str, Any], planned: Mapping[str, Any] | Non
     fix_id, status, playbook_id = str(row["id"]), str(row["status"]), str(row["playbook_id"])
     backup, out = row.get("backup_id"), []
     if status == "proposed":
-        approved = store.query("SELECT id, approved_by, status FROM fixes WHERE proposal_id = ? ORDER BY started_at",
-                               [fix_id]).rows
+        approved = store.approvals_of(fix_id)
         if approved:
             out += [NextStep(what=f"approved by {by or 'someone'} as fix {fid} ({st})", command=None)
                     for fid, by, st in approved]

@@ -300,3 +300,25 @@ def test_times_with_milliseconds_stay_exact(config, target, clock):
     assert isinstance(outcome, Outcome)
     data = build_report(store, outcome.fix_id, backups).as_json()
     assert data["started_at"].endswith(".125Z") and data["steps"][0]["at"] == data["started_at"]
+
+
+def test_a_restore_that_failed_says_how_to_restore_by_hand(config, target, clock):
+    """The window fails, the restore raises (disk full, a lost mount): the file still holds what suture wrote,
+    and the report's next step is the rollback command for its backup, not 'nothing to undo'."""
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    ex, store, backups = make(config)
+    ex.undo.hooks["restore_before_rename"] = disk_full
+    settings = target / "config/settings.yaml"
+    run = start(ex, store, clock, pb_of())
+    assert isinstance(run, FixRun)
+    written = settings.read_bytes()
+    outcome = window(ex, run, clock, bad_after=2)
+    assert settings.read_bytes() == written  # the restore failed: suture's edit is still there
+    assert "restore_failed" in [step for step, _, _ in journal(store, outcome.fix_id)]
+    report = build_report(store, outcome.fix_id, backups)
+    text = render_markdown(report)
+    backup = store.fix(outcome.fix_id)["backup_id"]
+    assert f"`suture rollback {backup}`" in text and "could not be restored" in text
+    assert "nothing to undo" not in text
