@@ -107,7 +107,7 @@ class Executor(Endings):
             "decided",
             now,
             {"verdict": decision.verdict, "reason": decision.reason, "adjusted": decision.adjusted_confidence,
-             "threshold": decision.threshold, **({"fleet": fleet} if fleet else {})},
+             "threshold": decision.threshold, "cooldown_s": pb.cooldown, **({"fleet": fleet} if fleet else {})},
         )
         return fix_id
 

@@ -150,8 +150,17 @@ def _decided(row: Mapping[str, Any], step: Mapping[str, Any]) -> Decided:
         base_confidence=row.get("base_confidence"), adjusted_confidence=row.get("adjusted_confidence"),
         threshold=row.get("threshold"), successes=row.get("successes"), failures=row.get("failures"),
         fleet_successes=row.get("fleet_successes"), fleet_failures=row.get("fleet_failures"),
-        fleet=_pairs(step.get("fleet")), cooldown=reason if reason.startswith("cooldown") else None,
+        fleet=_pairs(step.get("fleet")), cooldown=_cooldown(reason, step.get("cooldown_s")),
         approved_by=row.get("approved_by"), proposal_id=row.get("proposal_id"))
+
+
+def _cooldown(reason: str, seconds: Any) -> str | None:
+    """The cooldown that held the fix back (its reason), else the playbook's (in the decided step since 2026-12)."""
+    if reason.startswith("cooldown"):
+        return reason
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+        return f"{seconds:g}s (the playbook's cooldown between two fixes of the same key)"
+    return None
 
 
 # -- what was changed --

@@ -101,7 +101,7 @@ class Decided:
     fleet_successes: int | None
     fleet_failures: int | None
     fleet: Pairs  # what the fleet said (the decided step's ``fleet``), empty without one
-    cooldown: str | None  # the reason when the cooldown (or its backoff) held the fix back
+    cooldown: str | None  # the reason when the cooldown (or its backoff) held the fix back, else the playbook's
     approved_by: str | None
     proposal_id: str | None  # the proposal this fix was approved from
 
