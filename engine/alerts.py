@@ -34,6 +34,20 @@ class AlertState:
         return next((v for k, v in self.labels if k == name), None)
 
 
+MAX_FIRING = 10_000  # firing alerts kept by the core (the oldest is forgotten past it)
+
+
+def keep_firing(firing: dict[str, AlertState], alert: AlertState) -> bool:
+    """Keep ``alert`` in ``firing`` (by fingerprint) while it fires, drop it once resolved; True if its state
+    changed (a first firing, or a resolution of one kept): what the core tells as an ``alert`` event."""
+    before = firing.pop(alert.fingerprint, None)
+    if alert.state == "firing":
+        firing[alert.fingerprint] = alert
+        while len(firing) > MAX_FIRING:
+            firing.pop(next(iter(firing)))
+    return ("firing" if before else "resolved") != alert.state
+
+
 # -- the webhook's payload (Alertmanager's webhook_config, version 4) --
 
 MAX_LABELS = 64  # per alert; Alertmanager sets no limit, but a rule with more is not one a playbook matches on

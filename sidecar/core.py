@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from suture.engine.alerts import keep_firing
 from suture.engine.config import Config
 from suture.engine.decide import Decision, Outcomes, decide
 from suture.engine.errors import SutureError
@@ -31,7 +32,7 @@ from suture.engine.rules import READY_SIGNAL, Fact, Match, Rules
 
 from .core_fleet import CoreFleet, FleetPort
 from .core_view import core_snapshot
-from .events import Event, clean
+from .events import Event, clean, validating_events
 from .evidence import Evidence
 from .fixes import EffectPort, Fixes
 from .history import History
@@ -55,7 +56,6 @@ from .sources.base import Block, Labels
 from .sources.containers import metric_containers
 
 log = logging.getLogger("suture")
-MAX_ALERTS = 10_000  # firing alerts kept (the oldest is forgotten past it)
 
 
 class Meter:
@@ -222,14 +222,7 @@ class Core:
     def _alerts(self, batch: Alerts) -> None:
         """A webhook's alerts: kept by fingerprint while firing; a new state is an event and a transition."""
         for alert in batch.alerts:
-            before = self.alerts.get(alert.fingerprint)
-            if alert.state == "firing":
-                self.alerts[alert.fingerprint] = alert
-                while len(self.alerts) > MAX_ALERTS:
-                    self.alerts.pop(next(iter(self.alerts)))
-            else:
-                self.alerts.pop(alert.fingerprint, None)
-            if ("firing" if before else "resolved") != alert.state:
+            if keep_firing(self.alerts, alert):
                 self.emit("alert", f"alert {alert.name} {alert.state} ({alert.fingerprint})",
                           fingerprint=alert.fingerprint, name=alert.name, state=alert.state)
             self._judge(lambda judge: judge.alert(alert))  # noqa: B023 (called at once)
@@ -365,17 +358,8 @@ class Core:
         return self.history.outcomes(playbook_id)
 
     def _validating(self, run: FixRun) -> None:
-        if run.manifest is not None:
-            self.emit("backed_up", f"{run.fix_id}: backup {run.manifest.id} ({len(run.manifest.files)} file(s), "
-                      "sha256 recorded)", fix_id=run.fix_id, backup_id=run.manifest.id)
-        for change in run.plan.changes:
-            self.emit("applied", f"{run.fix_id}: {change.file} {change.target}: {change.old} -> {change.new}",
-                      fix_id=run.fix_id, file=change.file, old=change.old, new=change.new)
-        for action in run.plan.effects:
-            self.emit("applied", f"{run.fix_id}: {action.describe()}", fix_id=run.fix_id)
-        v = run.playbook.validate
-        self.emit("validating", f"{run.fix_id}: watching for {v.window:g}s (settle {v.settle:g}s)",
-                  fix_id=run.fix_id, window=v.window)
+        for kind, message, data in validating_events(run):
+            self.emit(kind, message, **data)
 
     def _report(self, outcome: Outcome, started_at: float | None = None, settled: bool = True) -> None:
         if self.fleet is not None:  # first: a canary's end lets the replicas waiting for it act

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from suture.engine.executor import FixRun
 from suture.engine.status import ALERT
 
 log = logging.getLogger("suture")
@@ -58,3 +59,19 @@ class EventLog:
             self.seq += 1
             self.recent.append((self.seq, event))
             self.changed.notify_all()
+
+
+def validating_events(run: FixRun) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, message, data) of a fix that opened its validation window: its backup, each change, the window."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    if run.manifest is not None:
+        out.append(("backed_up", f"{run.fix_id}: backup {run.manifest.id} ({len(run.manifest.files)} file(s), "
+                    "sha256 recorded)", {"fix_id": run.fix_id, "backup_id": run.manifest.id}))
+    for change in run.plan.changes:
+        out.append(("applied", f"{run.fix_id}: {change.file} {change.target}: {change.old} -> {change.new}",
+                    {"fix_id": run.fix_id, "file": change.file, "old": change.old, "new": change.new}))
+    out += [("applied", f"{run.fix_id}: {action.describe()}", {"fix_id": run.fix_id}) for action in run.plan.effects]
+    v = run.playbook.validate
+    out.append(("validating", f"{run.fix_id}: watching for {v.window:g}s (settle {v.settle:g}s)",
+                {"fix_id": run.fix_id, "window": v.window}))
+    return out
