@@ -22,9 +22,14 @@ demo:
 	@$(MAKE) --no-print-directory $(STAMP)
 	$(BIN)/suture demo
 
-## test: the whole suite (unit, integration, end to end), but not the container build
+## test: the whole suite (unit, integration, end to end), but not the container build, in TEST_WORKERS
+## pytest-xdist workers: most tests wait on processes, sleeps and validation windows rather than on the
+## CPU, so 3 workers keep 2 cores busy (more only make the timing tests slower). Bytecode is written
+## even if PYTHONDONTWRITEBYTECODE is set: the suite starts a few hundred Python processes (and each
+## worker imports every test module), which would otherwise compile every module again each time.
+TEST_WORKERS ?= 3
 test: system $(STAMP)
-	$(BIN)/python -m pytest -q -m "not container"
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -m "not container" -n $(TEST_WORKERS) --dist worksteal
 
 ## test-container: build the sidecar image with Podman and prove that, in a container, it heals
 ## another container (tests/test_container_image.py; root; caches in ~/.cache/suture-ci)

@@ -13,7 +13,14 @@ from suture.engine.playbook import Playbook
 
 from .containers import busybox_image, docker_api, docker_engine, docker_url, make_container  # noqa: F401 (fixtures)
 from .servers import postgres_server, redis_server, silent_server  # noqa: F401 (fixtures)
-from .system import collection_modifyitems, report_collectionfinish, terminal_summary, unconfigure
+from .system import (
+    collection_modifyitems,
+    configure_node,
+    node_collection_finished,
+    report_collectionfinish,
+    terminal_summary,
+    unconfigure,
+)
 
 # -- what the machine lacks, said at the start and at the end (tests/system.py) --
 
@@ -27,6 +34,16 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminal_summary(terminalreporter)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hooks, on its controller (make test runs pytest -n)
+def pytest_configure_node(node) -> None:
+    configure_node(node)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    node_collection_finished(node)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -16,9 +16,13 @@ The image ``localhost/suture-test-busybox:latest`` is imported through the
 API from a rootfs made of the static busybox (``busybox-static``) and its
 applet links: no registry, no network, ~0.2 s.
 
-Several pytest sessions may run at once (engineers, CI): each holds a shared
-lock for its lifetime; the last one out removes the image and stops the
-service if a test session started it.
+Several pytest sessions may run at once (engineers, CI, and each worker of
+``pytest -n``, which is a session of its own): each holds a shared lock on
+LEASE for its lifetime, and finds or starts the engine under a second lock,
+STARTING, one session at a time; the last one out (the one that can make its
+lease exclusive) removes the image and stops the service if a test session
+started it. A session that arrives while the last one cleans up waits for it,
+then starts the service again.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ NO_ENGINE = "no container engine: install podman runc (see .ci/packages)"
 NO_BUSYBOX = "no static busybox to build the test image: install busybox-static (see .ci/packages)"
 STATE = Path(tempfile.gettempdir())
 LEASE = STATE / "suture-tests-engine.lock"
+STARTING = STATE / "suture-tests-engine-start.lock"
 SERVICE_PID = STATE / "suture-tests-podman.pid"
 
 # A container that runs until stopped, and stops at once on SIGTERM (a shell as pid 1 ignores it otherwise).
@@ -109,7 +114,10 @@ class Engine:
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def last_user(self) -> bool:
-        """True if no other session holds the lease (then we keep it exclusively until the end)."""
+        """True if no other session holds the lease (then we keep it exclusively until the end).
+
+        Asked only on the way out: on Linux a refused upgrade also drops our shared lock, so of
+        sessions leaving together one always finds itself last."""
         if self._last is None:
             try:
                 fcntl.flock(self.lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -196,32 +204,50 @@ class _Shared(Generic[T]):
 
 
 _ENGINE: _Shared[Engine] = _Shared()
+# The service this session started and leaves running for the sessions still using it (the last one out stops
+# it by its pid): its Popen is kept, as collecting a running child's Popen warns (an error under pytest).
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 _CLIENT: _Shared[docker.DockerClient] = _Shared()
 _IMAGE: _Shared[str] = _Shared()
 
 
 @contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    """STARTING held exclusively: one session at a time finds or starts the engine, or imports the image."""
+    fd = os.open(STARTING, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def _engine(logs: Path) -> Iterator[Engine]:
     lease = os.open(LEASE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(lease, fcntl.LOCK_EX)  # one session at a time finds or starts the engine
+    # Shared for the whole session, taken first: it waits while the last session out cleans up (it holds
+    # LEASE exclusively then), so the engine found below is not one about to be stopped.
+    fcntl.flock(lease, fcntl.LOCK_SH)
     engine = Engine(url=PODMAN_URL, lease=lease)
     try:
-        candidates = [u for u in (os.environ.get("DOCKER_HOST"), PODMAN_URL) if u]
-        found = next((u for u in candidates if ping(u) is not None), None)
-        if found is not None:
-            engine.url = found
-        elif shutil.which("podman") is None or os.geteuid() != 0:
-            pytest.skip(NO_ENGINE)
-        else:
-            engine._process = _start_podman(logs)
+        with _starting():  # one session at a time finds or starts the engine
+            candidates = [u for u in (os.environ.get("DOCKER_HOST"), PODMAN_URL) if u]
+            found = next((u for u in candidates if ping(u) is not None), None)
+            if found is not None:
+                engine.url = found
+            elif shutil.which("podman") is None or os.geteuid() != 0:
+                pytest.skip(NO_ENGINE)
+            else:
+                engine._process = _start_podman(logs)
         headers = ping(engine.url) or {}
         engine.podman = "libpod-api-version" in headers
         engine.api_version = headers.get("api-version", "auto")
-        fcntl.flock(lease, fcntl.LOCK_SH)  # held for the session: others may share the engine
         yield engine
     finally:
         if engine.last_user():
             _stop_podman(engine)
+        elif engine._process is not None:
+            _LEFT_RUNNING.append(engine._process)
         os.close(lease)
 
 
@@ -309,14 +335,15 @@ def busybox_rootfs(busybox: Path) -> bytes:
 
 @contextlib.contextmanager
 def _image(engine: Engine, client: docker.DockerClient) -> Iterator[str]:
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        busybox = _static_busybox()
-        if busybox is None:
-            pytest.skip(NO_BUSYBOX)
-        repository, _, tag = IMAGE.rpartition(":")
-        client.api.import_image_from_data(busybox_rootfs(busybox), repository=repository, tag=tag)
+    with _starting():  # one import: a second would leave the first image behind, untagged
+        try:
+            client.images.get(IMAGE)
+        except docker.errors.ImageNotFound:
+            busybox = _static_busybox()
+            if busybox is None:
+                pytest.skip(NO_BUSYBOX)
+            repository, _, tag = IMAGE.rpartition(":")
+            client.api.import_image_from_data(busybox_rootfs(busybox), repository=repository, tag=tag)
     try:
         yield IMAGE
     finally:

@@ -5,18 +5,28 @@ packages that meet it; ``make test`` installs them as root (``.ci/setup``). A ne
 skips the tests whose fixtures ask for it (the fixtures skip themselves, naming the packages). This
 module tells the person running the suite *before* it runs: at the start, every test that will be
 skipped and the one command that would run it; at the very end, a last line with the skip count.
+
+Under pytest-xdist (``make test`` runs ``pytest -n``) the workers collect, not the controller that
+prints: each worker writes what it found to a folder the controller named in its ``workerinput``,
+before it reports its collection; the controller prints it when the first worker has.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
 
 PACKAGES = Path(__file__).resolve().parents[1] / ".ci" / "packages"
 
@@ -91,6 +101,36 @@ def collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> N
         if skipped:
             missing[need.name] = skipped
     config.stash[_REPORT] = _Report(missing)
+    workerinput = getattr(config, "workerinput", None)  # an xdist worker: leave it for the controller
+    if workerinput is not None and _HANDOFF in workerinput:
+        Path(workerinput[_HANDOFF], f"{workerinput['workerid']}.json").write_text(json.dumps(missing))
+
+
+_HANDOFF = "suture_needs_folder"
+_FOLDER = pytest.StashKey[str]()
+
+
+def configure_node(node: WorkerController) -> None:
+    """On the xdist controller, for each worker: the folder where it leaves what it will skip."""
+    config = node.config
+    if _FOLDER not in config.stash:
+        config.stash[_FOLDER] = tempfile.mkdtemp(prefix="suture-needs-")
+    node.workerinput[_HANDOFF] = config.stash[_FOLDER]
+
+
+def node_collection_finished(node: WorkerController) -> None:
+    """On the xdist controller: the first worker's collection is everyone's; say at the start what it skips."""
+    config = node.config
+    if _REPORT in config.stash or _FOLDER not in config.stash:
+        return
+    found = Path(config.stash[_FOLDER], f"{node.gateway.id}.json")
+    if not found.exists():  # its collection failed before the hook: pytest reports that
+        return
+    config.stash[_REPORT] = _Report(json.loads(found.read_text()))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in report_collectionfinish(config):
+            reporter.write_line(line)
 
 
 def report_collectionfinish(config: pytest.Config) -> list[str]:
@@ -124,6 +164,8 @@ _LAST = pytest.StashKey[str]()
 
 
 def unconfigure(config: pytest.Config) -> None:
+    if _FOLDER in config.stash:
+        shutil.rmtree(config.stash[_FOLDER], ignore_errors=True)
     line = config.stash.get(_LAST, None)
     if line is not None:
         reporter = config.pluginmanager.get_plugin("terminalreporter")

@@ -40,6 +40,19 @@ def keep_alive(log, seconds):
         time.sleep(0.2)
 
 
+def keep_alive_until(r, log, predicate, timeout=15.0):
+    """Keep the source alive (a line every 0.2 s, so a window has data) until ``r`` emits an event that
+    satisfies ``predicate``: on a busy machine the fixes take longer than a fixed stretch would allow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        append(log, "INFO ok")
+        try:
+            return r.wait_for(predicate, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+
+
 @pytest.fixture
 def world(tmp_path, target):
     config = write_config(tmp_path, target)
@@ -56,7 +69,7 @@ def test_two_fixes_of_the_same_file_run_one_after_the_other(world, running):
     r = running(config)
     append(log, "ALPHA", "BETA")
     r.wait_for(lambda e: e.kind == "deferred" and e.data["playbook_id"] == "b")
-    keep_alive(log, 4.5)
+    keep_alive_until(r, log, lambda e: e.kind == "succeeded" and e.data["playbook_id"] == "b")
     done = [e for e in r.events if e.kind == "succeeded"]
     assert [e.data["playbook_id"] for e in done] == ["a", "b"]
     starts = [e.at for e in r.events if e.kind == "validating"]
@@ -69,8 +82,7 @@ def test_cooldown_survives_a_restart(world, running):
     (config.playbooks / "a.yaml").write_text(pb(window="600ms"))
     first = running(config)
     append(log, "ALPHA")
-    keep_alive(log, 1.5)
-    first.wait_for(lambda e: e.kind == "succeeded")
+    keep_alive_until(first, log, lambda e: e.kind == "succeeded")
     first.stop()
     second = running(config)
     append(log, "ALPHA")

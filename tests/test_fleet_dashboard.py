@@ -101,7 +101,9 @@ def admin(fleet_db: FleetDb, sql: str, args: list[Any] | None = None) -> list[tu
 
 
 def seed(fleet_db: FleetDb, group: FleetConnection, *, hostile: bool = False) -> None:
-    """Another replica, a lease, a running canary, a suspension and outcomes; names hostile if asked."""
+    """Another replica, a lease, a running canary, outcomes and a suspension; names hostile if asked.
+
+    The suspension is written last: a test that waits until the overview shows it sees all the rest."""
     name = (MARKUP + INJECTION) if hostile else "orders-2"
     heartbeat(group, group="orders", sidecar=name, version=MARKUP if hostile else "1.0", playbooks=1, in_flight=1,
               started_at=time.time() - 300)
@@ -111,13 +113,13 @@ def seed(fleet_db: FleetDb, group: FleetConnection, *, hostile: bool = False) ->
                                                    expires_at)
                        VALUES ('orders', 'slow-upstream', 'v2', 'f-77', %s, 'running', %s, now() + interval '5 min')""",
           [name, MARKUP if hostile else ""])
-    Suspensions(group).suspend("orders", "slow-upstream", by=name, reason=MARKUP if hostile else "canary f-9 failed",
-                               cause_fix_id="f-9")
     for i, status in enumerate(("succeeded", "succeeded", "succeeded", "rolled_back")):
         admin(fleet_db, """INSERT INTO fleet_fixes (grp, sidecar, id, playbook_id, status, decision, started_at,
                                                     finished_at)
                            VALUES ('orders', %s, %s, 'slow-upstream', %s, 'apply', now(), now())""",
               [name, f"f-{i}", status])
+    Suspensions(group).suspend("orders", "slow-upstream", by=name, reason=MARKUP if hostile else "canary f-9 failed",
+                               cause_fix_id="f-9")
 
 
 def fleet_answer(served: Served, until: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def test_a_running_sidecar_ships_its_decisions_to_the_fleet(tmp_path, target, ru
             exists = conn.execute("SELECT to_regclass('fleet_fixes') IS NOT NULL").fetchone()
             if exists and exists[0]:
                 rows = conn.execute("SELECT sidecar, id, status FROM fleet_fixes WHERE id = %s", [fix_id]).fetchall()
-        if rows:
+        if rows and rows[0][2] != "matched":  # the row ships at the match, its status when the decision does
             break
         time.sleep(0.2)
     assert rows == [("orders-1", fix_id, "proposed")]
