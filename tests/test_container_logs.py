@@ -243,12 +243,20 @@ class HangingStream:
     Podman 4.3 does this now and then: a container exits and its log stream neither says more nor ends.
     """
 
+    empty = False  # True once it ended with no record at all: then the next stream is wrapped instead
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.closed = threading.Event()
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self.inner
+        got = False
+        for record in self.inner:
+            got = True
+            yield record
+        if not got:  # attached between create and start (a busy machine): the engine's empty stream, as it is
+            self.empty = True
+            return
         self.closed.wait()
 
     def close(self) -> None:
@@ -257,17 +265,21 @@ class HangingStream:
         self.inner._response.close()  # as the follower does with the engine's own streams
 
 
-def wrap_first_stream(monkeypatch: pytest.MonkeyPatch, wrap: type[HangingStream]) -> list[HangingStream]:
-    """The first log stream any container opens comes through ``wrap``; the list holds it once made."""
+def wrap_first_stream(monkeypatch: pytest.MonkeyPatch, wrap: type[HangingStream],
+                      asked: threading.Event | None = None) -> list[HangingStream]:
+    """The first log stream any container opens comes through ``wrap`` (the next one too if ``wrap`` found it
+    empty); the list holds the streams wrapped. ``asked`` is set when a stream is asked for."""
     logs = Container.logs
     wrapped: list[HangingStream] = []
 
     def first_stream_wrapped(self: Container, **kwargs: Any) -> Any:
+        if asked is not None:
+            asked.set()
         stream = logs(self, **kwargs)
-        if wrapped:
+        if wrapped and not wrapped[-1].empty:
             return stream
         wrapped.append(wrap(stream))
-        return wrapped[0]
+        return wrapped[-1]
 
     monkeypatch.setattr(Container, "logs", first_stream_wrapped)
     return wrapped
@@ -282,8 +294,9 @@ def test_a_stream_that_misses_the_exit_is_ended_and_the_rest_read_again(
     make_container(["sh", "-c", "echo one; sleep 0.5; echo two; printf 'no newline'"], name=name)
     f.wait_for(lambda lines: len(lines) >= 3, timeout=WATCH * 4 + 5)
     assert [(ln.text, ln.partial) for ln in f.lines] == [("one", False), ("two", False), ("no newline", True)]
-    assert hung and hung[0].closed.is_set()  # the follower gave up on it
-    assert f.source.stats.attaches == 2
+    empty = sum(stream.empty for stream in hung)  # streams of the container before it started
+    assert hung and not hung[-1].empty and hung[-1].closed.is_set()  # the follower gave up on it
+    assert f.source.stats.attaches == 2 + empty
     assert f.source.stats.duplicates == 2  # "one" and "two" came again, and were skipped
 
 
@@ -305,9 +318,16 @@ def test_a_stream_that_ends_with_a_line_cut_short_is_read_again(
     The end of a running container's stream is not trusted with an unfinished line: the follower
     attaches again, and every line arrives once, whole, in order.
     """
-    wrap_first_stream(monkeypatch, GlitchingStream)
-    name, f = follow_unborn(follow)
-    make_container(["sh", "-c", "echo one; echo two; echo three; " + SERVE[-1]], name=name)
+    asked = threading.Event()
+    wrap_first_stream(monkeypatch, GlitchingStream, asked)
+    # The container runs before the follower looks (attached before its start, as a busy machine may, its
+    # stream is that of a container not running, whose unfinished last line is final); its lines wait until
+    # the follower has asked for the stream, so they come after where a new source starts reading.
+    container = make_container(["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done; "
+                                "echo one; echo two; echo three; " + SERVE[-1]])
+    f = follow(container.name)
+    assert asked.wait(10)
+    container.exec_run(["touch", "/tmp/go"])
     f.wait_for(lambda lines: len(lines) >= 3)
     time.sleep(0.5)
     assert [(ln.text, ln.partial) for ln in f.lines] == [("one", False), ("two", False), ("three", False)]
