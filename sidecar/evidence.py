@@ -25,6 +25,7 @@ CONTEXT = 3  # lines shown before a matched one
 MAX_MATCHED = 10  # matched lines per source in one excerpt list (the newest)
 MAX_TEXT = 2000  # characters of a line kept
 MAX_SOURCES = 64
+_NONE: frozenset[str] = frozenset()  # the signals of a line of context (shared: most lines match nothing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class Evidence:
         self._block.pop(source, None)
         ring = self._ring(source)
         if ring is not None:
-            ring.append(_Seen(at, _cut(text), frozenset(signals)))
+            ring.append(_Seen(at, _cut(text), frozenset(signals) if signals else _NONE))
 
     def block_line(self, source: str, data: bytes, start: int, text: str, at: float, signals: Iterable[str]) -> None:
         """A matching line of a block (at offset ``start``), after the lines before it in the block that are
@@ -77,7 +78,7 @@ class Evidence:
         last = self._block.get(source)
         floor = last[1] if last is not None and last[0] is data else 0
         for context in lines_before(data, start, floor=floor):
-            ring.append(_Seen(at, _cut(context), frozenset()))
+            ring.append(_Seen(at, _cut(context), _NONE))
         ring.append(_Seen(at, _cut(text), frozenset(signals)))
         end = data.find(b"\n", start)
         self._block[source] = (data, len(data) if end < 0 else end + 1)
